@@ -2,39 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-BUSYBOX = "/bin/busybox"
+REPO = Path(__file__).resolve().parent.parent
 
 
-def make_busybox_rootfs(dest: Path) -> Path:
-    """A minimal root filesystem: static busybox, its applet links, /etc/passwd and group."""
-    if not os.path.exists(BUSYBOX):
-        pytest.fail("busybox-static is not installed (apt-get install busybox-static)")
-    for sub in ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "tmp", "root", "proc", "sys", "dev", "var"):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    os.chmod(dest / "tmp", 0o1777)
-    shutil.copy2(BUSYBOX, dest / "bin" / "busybox")
-    applets = subprocess.run([BUSYBOX, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
-    for applet in applets:
-        link = dest / applet
-        if applet == "bin/busybox" or link.exists() or link.is_symlink():
-            continue
-        link.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink("/bin/busybox", link)
-    (dest / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\n"
-        "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
-        "app:x:1000:1000:app:/home/app:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-    )
-    (dest / "etc" / "group").write_text("root:x:0:\ndaemon:x:1:\napp:x:1000:\nstaff:x:50:app\nnogroup:x:65534:\n")
-    return dest
+def _load_busybox_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("busybox_rootfs", REPO / "scripts" / "busybox_rootfs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["busybox_rootfs"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+make_busybox_rootfs = _load_busybox_module().make_busybox_rootfs
 
 
 @pytest.fixture(scope="session")

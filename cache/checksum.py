@@ -1,0 +1,258 @@
+"""Content digests of the paths a COPY selects — the heart of content-based caching.
+
+A file's digest covers its type, permission bits, owner, symlink target and content
+bytes — never its mtime — and a directory's digest is a Merkle hash over its header
+and its children's names and digests (BuildKit's `contenthash` shape). A COPY keys on
+the digest of exactly the paths it selects, so an edit elsewhere in the context is a
+cache hit.
+
+For a local context, `ContextHasher` consults the persistent stat cache: a file whose
+(size, mtime_ns, ctime_ns, inode, mode) match a trusted entry is not read at all. An
+entry is trusted only when it was hashed more than the filesystem's timestamp
+granularity after the file's last change (git's racy-file rule); otherwise the file is
+hashed again, so a same-size edit in the same clock tick is never missed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from cache.index import CacheIndex, StatRow
+from engine.fs.selection import Selected, select_sources
+
+READ_CHUNK = 1 << 20
+SMALL_FILE = 1 << 16
+
+# A file digest is H(header ‖ content digest); the header names the entry type.
+_TYPE_FILE = "0"
+_TYPE_LINK = "2"
+_TYPE_DIR = "5"
+_TYPE_OTHER = "x"
+
+
+def _sha256_file(path: str) -> str:
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= SMALL_FILE:
+            return hashlib.sha256(f.read()).hexdigest()
+        hasher = hashlib.sha256()
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            hasher.update(view[:n])
+        return hasher.hexdigest()
+
+
+def entry_digest(kind: str, mode: int, uid: int, gid: int, extra: str) -> str:
+    """Digest of one entry from its header fields and its content digest/link target."""
+    header = f"{kind}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}\0{extra}"
+    return hashlib.sha256(header.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return _TYPE_FILE
+    if stat.S_ISLNK(mode):
+        return _TYPE_LINK
+    if stat.S_ISDIR(mode):
+        return _TYPE_DIR
+    return _TYPE_OTHER
+
+
+def _granularity_table() -> list[tuple[str, str]]:
+    """(mount point, fs type) from /proc/self/mountinfo, longest mount point first."""
+    mounts: list[tuple[str, str]] = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) >= 5 and right:
+                    mounts.append((fields[4].replace("\\040", " "), right.split()[0]))
+    except OSError:
+        return []
+    mounts.sort(key=lambda m: len(m[0]), reverse=True)
+    return mounts
+
+
+_FINE_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "ramfs", "bcachefs"}
+_COARSE_FS = {"vfat", "msdos", "exfat", "fat"}
+
+
+def timestamp_granularity_ns(path: str) -> int:
+    """How far apart two changes must be to get different timestamps on `path`'s fs.
+
+    Local Linux filesystems stamp with the kernel's coarse clock (one tick, ≤10 ms at
+    HZ=100): 20 ms is a safe margin. FAT keeps 2 s. Network and FUSE filesystems are
+    unknown quantities: 1 s.
+    """
+    real = os.path.realpath(path)
+    for mount_point, fstype in _granularity_table():
+        if real == mount_point or real.startswith(mount_point.rstrip("/") + "/"):
+            if fstype in _FINE_FS:
+                return 20_000_000
+            if fstype in _COARSE_FS:
+                return 2_000_000_000
+            return 1_000_000_000
+    return 1_000_000_000
+
+
+@dataclass
+class HashStats:
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    files_from_stat_cache: int = 0
+
+
+class ContextHasher:
+    """Digests of selections inside one local context directory, via the stat cache.
+
+    Thread-safe: several COPYs of one build may hash the same context at once. Changed
+    stat rows are written back by `flush()` at the end of key computation.
+    """
+
+    def __init__(
+        self,
+        index: CacheIndex,
+        root: str,
+        excluded: Callable[[str, bool], bool] | None = None,
+    ) -> None:
+        self.index = index
+        self.root = os.path.realpath(root)
+        self.excluded = excluded
+        self._lock = threading.Lock()
+        self._cache: dict[str, StatRow] | None = None
+        self._dirty: dict[str, StatRow] = {}
+        self._granularity = timestamp_granularity_ns(self.root)
+        self._memo: dict[str, str] = {}
+        self.stats = HashStats()
+
+    def _rows(self) -> dict[str, StatRow]:
+        if self._cache is None:
+            self._cache = self.index.load_stat_cache(self.root)
+        return self._cache
+
+    def flush(self) -> None:
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+        self.index.save_stat_cache(self.root, dirty)
+
+    # ---------------------------------------------------------------- entries
+
+    def _file_digest(self, rel: str, path: str, st: os.stat_result) -> str:
+        rows = self._rows()
+        row = rows.get(rel)
+        if (
+            row is not None
+            and row.size == st.st_size
+            and row.mtime_ns == st.st_mtime_ns
+            and row.ctime_ns == st.st_ctime_ns
+            and row.ino == st.st_ino
+            and row.mode == st.st_mode
+            and row.hashed_ns > max(st.st_mtime_ns, st.st_ctime_ns) + self._granularity
+        ):
+            self.stats.files_from_stat_cache += 1
+            return row.digest
+        hashed_ns = time.time_ns()
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            digest = entry_digest(_TYPE_FILE, mode, 0, 0, _sha256_file(path))
+            self.stats.files_hashed += 1
+            self.stats.bytes_hashed += st.st_size
+        elif stat.S_ISLNK(mode):
+            digest = entry_digest(_TYPE_LINK, mode, 0, 0, os.readlink(path))
+        else:
+            digest = entry_digest(_TYPE_OTHER, mode, 0, 0, f"{stat.S_IFMT(mode)}:{st.st_rdev}")
+        new_row = StatRow(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode, digest, hashed_ns)
+        with self._lock:
+            rows[rel] = new_row
+            self._dirty[rel] = new_row
+        return digest
+
+    def _dir_digest(self, rel: str, path: str, st: os.stat_result) -> str:
+        hasher = hashlib.sha256()
+        hasher.update(entry_digest(_TYPE_DIR, st.st_mode, 0, 0, "").encode())
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            child_st = entry.stat(follow_symlinks=False)
+            is_dir = stat.S_ISDIR(child_st.st_mode)
+            if self.excluded is not None and self.excluded(child_rel, is_dir):
+                if not is_dir:
+                    continue
+                # An excluded directory may still hold re-included paths (`!` patterns).
+                child = self._dir_digest_filtered(child_rel, entry.path, child_st)
+                if child is None:
+                    continue
+            elif is_dir:
+                child = self._dir_digest(child_rel, entry.path, child_st)
+            else:
+                child = self._file_digest(child_rel, entry.path, child_st)
+            hasher.update(b"\0" + entry.name.encode("utf-8", "surrogateescape") + b"\0" + child.encode())
+        return hasher.hexdigest()
+
+    def _dir_digest_filtered(self, rel: str, path: str, st: os.stat_result) -> str | None:
+        """Digest of an excluded directory's re-included content, or None if nothing is."""
+        digest = self._dir_digest(rel, path, st)
+        empty = hashlib.sha256(entry_digest(_TYPE_DIR, st.st_mode, 0, 0, "").encode()).hexdigest()
+        return None if digest == empty else digest
+
+    def digest_of(self, selected: Selected) -> str:
+        """Digest of one selected path; symlinks the selection followed are already resolved."""
+        st = os.lstat(selected.host_path)
+        rel = os.path.relpath(selected.host_path, self.root)
+        rel = "" if rel == "." else rel
+        if stat.S_ISDIR(st.st_mode):
+            return self._dir_digest(rel, selected.host_path, st)
+        return self._file_digest(rel, selected.host_path, st)
+
+    def digest_selection(
+        self, sources: Sequence[str], *, follow_symlinks: bool = True, allow_wildcard: bool = True
+    ) -> str:
+        """One digest for every path the sources select, in order, with their names."""
+        memo_key = f"{follow_symlinks}:{allow_wildcard}:" + "\0".join(sources)
+        cached = self._memo.get(memo_key)
+        if cached is not None:
+            return cached
+        hasher = hashlib.sha256()
+        for src in sources:
+            hasher.update(b"src\0" + src.encode() + b"\0")
+            for sel in select_sources(self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks):
+                hasher.update(sel.rel.encode("utf-8", "surrogateescape") + b"\0" + self.digest_of(sel).encode() + b"\0")
+        digest = "sha256:" + hasher.hexdigest()
+        self._memo[memo_key] = digest
+        return digest
+
+
+def tree_digest(root: str, selections: Iterable[Selected]) -> str:
+    """Digest of selections inside an immutable snapshot view (real owners count)."""
+    hasher = hashlib.sha256()
+    for sel in selections:
+        hasher.update(sel.rel.encode("utf-8", "surrogateescape") + b"\0" + _tree_entry(sel.host_path, sel.is_dir).encode() + b"\0")
+    return "sha256:" + hasher.hexdigest()
+
+
+def _tree_entry(path: str, follow: bool) -> str:
+    st = os.stat(path) if follow else os.lstat(path)
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        hasher = hashlib.sha256()
+        hasher.update(entry_digest(_TYPE_DIR, mode, st.st_uid, st.st_gid, "").encode())
+        with os.scandir(path) as it:
+            for entry in sorted(it, key=lambda e: e.name):
+                hasher.update(
+                    b"\0" + entry.name.encode("utf-8", "surrogateescape") + b"\0" + _tree_entry(entry.path, False).encode()
+                )
+        return hasher.hexdigest()
+    if stat.S_ISREG(mode):
+        return entry_digest(_TYPE_FILE, mode, st.st_uid, st.st_gid, _sha256_file(path))
+    if stat.S_ISLNK(mode):
+        return entry_digest(_TYPE_LINK, mode, st.st_uid, st.st_gid, os.readlink(path))
+    return entry_digest(_TYPE_OTHER, mode, st.st_uid, st.st_gid, f"{stat.S_IFMT(mode)}:{st.st_rdev}")

@@ -1,0 +1,358 @@
+"""The cache index: one SQLite database (WAL) for everything that must survive a build.
+
+Tables: layers (a directory of changes, its diff_id once known), snapshots (a layer on
+top of a parent snapshot: a chain), cache_keys (cache key → snapshot), stat_cache
+(local-context file stat → content digest), checksums (memoized content digests of
+immutable snapshots), images (name → manifest/config), blob_variants (compressed
+blobs made from a layer), meta. WAL lets several shipyard processes share one state
+directory; every write is a short transaction, so a killed process loses at most the
+step it was running.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers(
+    id INTEGER PRIMARY KEY,
+    dir TEXT NOT NULL UNIQUE,
+    format TEXT NOT NULL,
+    diff_id TEXT,
+    tar_size INTEGER,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS layers_diff_id ON layers(diff_id);
+CREATE TABLE IF NOT EXISTS snapshots(
+    id INTEGER PRIMARY KEY,
+    parent INTEGER REFERENCES snapshots(id),
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS snapshots_chain ON snapshots(ifnull(parent, 0), layer);
+CREATE TABLE IF NOT EXISTS cache_keys(
+    key TEXT PRIMARY KEY,
+    snapshot INTEGER REFERENCES snapshots(id),
+    created REAL NOT NULL,
+    last_used REAL NOT NULL,
+    description TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stat_cache(
+    root TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    hashed_ns INTEGER NOT NULL,
+    PRIMARY KEY(root, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checksums(
+    snapshot INTEGER NOT NULL,
+    selector TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY(snapshot, selector)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS images(
+    name TEXT PRIMARY KEY,
+    manifest TEXT NOT NULL,
+    config TEXT NOT NULL,
+    snapshot INTEGER REFERENCES snapshots(id),
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_variants(
+    diff_id TEXT NOT NULL,
+    compression TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY(diff_id, compression)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    id: int
+    dir: str
+    format: str
+    diff_id: str | None
+    tar_size: int | None
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    id: int
+    parent: int | None
+    layer: LayerRow
+    created: float
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    key: str
+    snapshot: int | None
+    created: float
+
+
+@dataclass(frozen=True)
+class StatRow:
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    mode: int
+    digest: str
+    hashed_ns: int
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    name: str
+    manifest: str
+    config: str
+    snapshot: int | None
+    created: float
+
+
+class CacheIndex:
+    """Thread-safe access to the index; one connection guarded by a lock per process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            with self.transaction() as db:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, so writers from several processes queue instead of failing."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ----------------------------------------------------------------- meta
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    # ----------------------------------------------------------------- layers and snapshots
+
+    def add_snapshot(self, parent: int | None, layer_dir: str, layer_format: str) -> int:
+        """Record a new layer directory on top of `parent`; returns the snapshot id."""
+        now = time.time()
+        with self.transaction() as db:
+            layer_id = db.execute(
+                "INSERT INTO layers(dir, format, created) VALUES(?, ?, ?)", (layer_dir, layer_format, now)
+            ).lastrowid
+            return int(
+                db.execute(
+                    "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
+                    (parent, layer_id, now, now),
+                ).lastrowid
+            )
+
+    def splice_snapshot(self, parent: int | None, layer_id: int) -> int:
+        """A snapshot that reuses an existing layer on a new parent (merges, no copying)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM snapshots WHERE ifnull(parent, 0)=ifnull(?, 0) AND layer=?", (parent, layer_id)
+            ).fetchone()
+            if row:
+                return int(row[0])
+            return int(
+                db.execute(
+                    "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
+                    (parent, layer_id, now, now),
+                ).lastrowid
+            )
+
+    def snapshot(self, snapshot_id: int) -> SnapshotRow:
+        rows = self._query(
+            "SELECT s.id, s.parent, s.created, l.id, l.dir, l.format, l.diff_id, l.tar_size "
+            "FROM snapshots s JOIN layers l ON l.id = s.layer WHERE s.id=?",
+            (snapshot_id,),
+        )
+        if not rows:
+            raise KeyError(snapshot_id)
+        sid, parent, created, lid, ldir, fmt, diff_id, tar_size = rows[0]
+        return SnapshotRow(sid, parent, LayerRow(lid, ldir, fmt, diff_id, tar_size), created)
+
+    def chain(self, snapshot_id: int | None) -> list[SnapshotRow]:
+        """The snapshot and its ancestors, bottom (base layer) first."""
+        out: list[SnapshotRow] = []
+        current = snapshot_id
+        while current is not None:
+            row = self.snapshot(current)
+            out.append(row)
+            current = row.parent
+        out.reverse()
+        return out
+
+    def set_layer_diff(self, layer_id: int, diff_id: str, tar_size: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE layers SET diff_id=?, tar_size=? WHERE id=?", (diff_id, tar_size, layer_id))
+
+    def layer_by_diff_id(self, diff_id: str) -> LayerRow | None:
+        rows = self._query("SELECT id, dir, format, diff_id, tar_size FROM layers WHERE diff_id=? LIMIT 1", (diff_id,))
+        return LayerRow(*rows[0]) if rows else None
+
+    def touch_snapshots(self, snapshot_ids: Iterable[int]) -> None:
+        ids = list(snapshot_ids)
+        if not ids:
+            return
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("UPDATE snapshots SET last_used=? WHERE id=?", [(now, i) for i in ids])
+
+    # ----------------------------------------------------------------- cache keys
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, CacheRecord]:
+        """Every known record among `keys`, in one query."""
+        if not keys:
+            return {}
+        out: dict[str, CacheRecord] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, snap, created in self._query(
+                f"SELECT key, snapshot, created FROM cache_keys WHERE key IN ({marks})", chunk
+            ):
+                out[key] = CacheRecord(key, snap, created)
+        return out
+
+    def record(self, keys: Iterable[str], snapshot: int | None, description: str) -> float:
+        """Point every key at `snapshot`; returns the record's creation time."""
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO cache_keys(key, snapshot, created, last_used, description) VALUES(?,?,?,?,?)",
+                [(key, snapshot, now, now, description) for key in keys],
+            )
+        return now
+
+    def touch_keys(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany("UPDATE cache_keys SET last_used=? WHERE key=?", [(now, k) for k in keys])
+
+    # ----------------------------------------------------------------- stat cache
+
+    def load_stat_cache(self, root: str) -> dict[str, StatRow]:
+        return {
+            path: StatRow(*rest)
+            for path, *rest in self._query(
+                "SELECT path, size, mtime_ns, ctime_ns, ino, mode, digest, hashed_ns FROM stat_cache WHERE root=?",
+                (root,),
+            )
+        }
+
+    def save_stat_cache(self, root: str, rows: dict[str, StatRow]) -> None:
+        if not rows:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO stat_cache(root, path, size, mtime_ns, ctime_ns, ino, mode, digest, hashed_ns)"
+                " VALUES(?,?,?,?,?,?,?,?,?)",
+                [
+                    (root, path, r.size, r.mtime_ns, r.ctime_ns, r.ino, r.mode, r.digest, r.hashed_ns)
+                    for path, r in rows.items()
+                ],
+            )
+
+    # ----------------------------------------------------------------- snapshot checksums
+
+    def get_checksum(self, snapshot: int, selector: str) -> str | None:
+        rows = self._query("SELECT digest FROM checksums WHERE snapshot=? AND selector=?", (snapshot, selector))
+        return rows[0][0] if rows else None
+
+    def set_checksum(self, snapshot: int, selector: str, digest: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO checksums(snapshot, selector, digest) VALUES(?,?,?)",
+                (snapshot, selector, digest),
+            )
+
+    # ----------------------------------------------------------------- images
+
+    def put_image(self, name: str, manifest: str, config: str, snapshot: int | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO images(name, manifest, config, snapshot, created) VALUES(?,?,?,?,?)",
+                (name, manifest, config, snapshot, time.time()),
+            )
+
+    def get_image(self, name: str) -> ImageRow | None:
+        rows = self._query("SELECT name, manifest, config, snapshot, created FROM images WHERE name=?", (name,))
+        return ImageRow(*rows[0]) if rows else None
+
+    def list_images(self) -> list[ImageRow]:
+        return [
+            ImageRow(*row)
+            for row in self._query("SELECT name, manifest, config, snapshot, created FROM images ORDER BY name")
+        ]
+
+    def images_by_manifest(self, manifest: str) -> list[ImageRow]:
+        return [
+            ImageRow(*row)
+            for row in self._query(
+                "SELECT name, manifest, config, snapshot, created FROM images WHERE manifest=?", (manifest,)
+            )
+        ]
+
+    # ----------------------------------------------------------------- compressed blobs
+
+    def get_variant(self, diff_id: str, compression: str) -> tuple[str, int] | None:
+        rows = self._query(
+            "SELECT digest, size FROM blob_variants WHERE diff_id=? AND compression=?", (diff_id, compression)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def set_variant(self, diff_id: str, compression: str, digest: str, size: int) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO blob_variants(diff_id, compression, digest, size) VALUES(?,?,?,?)",
+                (diff_id, compression, digest, size),
+            )

@@ -1,0 +1,81 @@
+"""The `shipyard` command line: parse, dispatch, and render errors — the only place that does.
+
+argparse (not click) and per-command lazy imports keep start-up near Python's own:
+a no-op rebuild's budget is a few hundred milliseconds, and every imported module
+is paid on every build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from engine.errors import ShipyardError
+
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
+RUNTIMES = ("auto", "runc", "crun", "builtin")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipyard", description="A daemonless, BuildKit-style image builder.")
+    parser.add_argument("--root", help="state directory (default: $SHIPYARD_ROOT, /var/lib/shipyard for root)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    build = sub.add_parser("build", help="build an image from a Dockerfile")
+    build.add_argument("context", metavar="PATH", help="build context directory")
+    build.add_argument("-f", "--file", help="Dockerfile (default: PATH/Dockerfile)")
+    build.add_argument("-t", "--tag", action="append", default=[], help="name[:tag] for the image (repeatable)")
+    build.add_argument("--target", help="build this stage instead of the last one")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY[=VALUE]")
+    build.add_argument("--no-cache", action="store_true", help="run every step, ignoring the cache")
+    build.add_argument("--progress", choices=PROGRESS_MODES, default="auto")
+    build.add_argument("-o", "--output", action="append", default=[], help="type=oci|docker|local,dest=PATH[,...]")
+    build.add_argument("--metadata-file", help="write build metadata (digests, per-step cache report) as JSON")
+    build.add_argument("--runtime", choices=RUNTIMES, default=os.environ.get("SHIPYARD_RUNTIME", "auto"))
+    build.add_argument("--max-parallelism", type=int, default=32, help="steps running at once (default 32)")
+    build.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+
+    imp = sub.add_parser("import", help="create a base image from a root filesystem directory or tarball")
+    imp.add_argument("source", metavar="ROOTFS_DIR_OR_TAR", help="a directory, a tar file (any compression) or - for stdin")
+    imp.add_argument("name", nargs="?", metavar="NAME[:TAG]", help="image name (same as -t)")
+    imp.add_argument("-t", "--tag", action="append", default=[], help="name[:tag] (repeatable)")
+    imp.add_argument("-c", "--change", action="append", default=[], help="Dockerfile instruction to apply (CMD, ENV, ...)")
+    imp.add_argument("-m", "--message", default="", help="commit message for the history entry")
+
+    images = sub.add_parser("images", help="list images in the local store")
+    images.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    images.add_argument("--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "build":
+            from engine.commands.build import run_build
+
+            return run_build(args)
+        if args.command == "import":
+            from engine.commands.imports import run_import
+
+            return run_import(args)
+        if args.command == "images":
+            from engine.commands.images import run_images
+
+            return run_images(args)
+    except ShipyardError as exc:
+        print(f"ERROR: {exc.user_message()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

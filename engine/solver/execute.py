@@ -1,0 +1,291 @@
+"""Executing one vertex: turning an op and its inputs' results into a new snapshot.
+
+One function per op type. Each prepares a writable root over its base snapshot,
+does its work there, and commits (or aborts on any error, so a failed or cancelled
+step leaves no layer and no mount behind).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.errors import BuildStepError, ContextError, ImageNotFoundError, ShipyardError
+from engine.fs.safepath import resolve_in_root
+from engine.graph.ops import (
+    SCRATCH,
+    CopyAction,
+    ExecOp,
+    FileOp,
+    ImageSource,
+    LocalSource,
+    MergeOp,
+    MkdirAction,
+    MkfileAction,
+    Owner,
+    RmAction,
+    ScratchSource,
+)
+from engine.graph.vertex import Vertex
+from engine.solver.context import Engine
+
+OutputSink = Callable[[int, bytes], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a vertex produced: a snapshot (None = empty filesystem) or a host directory."""
+
+    snapshot: int | None
+    created: float = 0.0
+    context_path: str | None = None
+
+
+EMPTY = Result(None)
+
+
+def source_result(engine: Engine, vertex: Vertex) -> Result:
+    op = vertex.op
+    match op:
+        case ScratchSource():
+            return EMPTY
+        case LocalSource(path=path):
+            if not os.path.isdir(path):
+                raise ContextError(f"build context {path} is not a directory")
+            return Result(None, context_path=path)
+        case ImageSource(ref=ref, manifest_digest=digest):
+            rows = engine.index.images_by_manifest(digest)
+            for row in rows:
+                if row.snapshot is not None:
+                    return Result(row.snapshot, row.created)
+            raise ImageNotFoundError(f"image {ref} ({digest}) is not unpacked in the local store")
+    raise TypeError(f"not a source op: {op!r}")
+
+
+def run_vertex(
+    engine: Engine,
+    vertex: Vertex,
+    inputs: list[Result],
+    *,
+    name: str,
+    on_output: OutputSink,
+    cancel: threading.Event,
+) -> int | None:
+    """Execute a non-source vertex; returns the new snapshot id."""
+    op = vertex.op
+    match op:
+        case ExecOp():
+            return _run_exec(engine, op, inputs, name=name, on_output=on_output, cancel=cancel)
+        case FileOp():
+            return _run_file(engine, op, inputs)
+        case MergeOp():
+            return _run_merge(engine, inputs)
+    raise TypeError(f"cannot execute {op!r}")
+
+
+def _input(inputs: list[Result], index: int) -> Result:
+    return EMPTY if index == SCRATCH else inputs[index]
+
+
+# --------------------------------------------------------------------------- exec
+
+
+def _run_exec(
+    engine: Engine, op: ExecOp, inputs: list[Result], *, name: str, on_output: OutputSink, cancel: threading.Event
+) -> int:
+    from engine.runtime.base import BindMount, ProcessSpec, TmpfsMount
+    from engine.runtime.users import resolve_user
+
+    runtime = engine.runtime
+    root = _input(inputs, op.root_mount().input)
+    snapshotter = engine.snapshotter
+    active = snapshotter.prepare(root.snapshot)
+    try:
+        with ExitStack() as stack:
+            user = resolve_user(active.root, op.user)
+            env = list(op.env) + list(op.proxy_env)
+            if not any(e.startswith("HOME=") for e in env):
+                env.append(f"HOME={user.home}")
+            cwd_host = resolve_in_root(active.root, op.cwd)
+            if not os.path.isdir(cwd_host):
+                os.makedirs(cwd_host, mode=0o755, exist_ok=True)
+            mounts: list[BindMount | TmpfsMount] = []
+            for mount in op.mounts:
+                if mount.target == "/":
+                    continue
+                if mount.type == "tmpfs":
+                    mounts.append(TmpfsMount(mount.target, mount.tmpfs_size))
+                elif mount.type == "bind":
+                    source = _input(inputs, mount.input)
+                    base = source.context_path or stack.enter_context(snapshotter.view(source.snapshot))
+                    mounts.append(BindMount(resolve_in_root(base, mount.selector), mount.target, mount.readonly))
+            network = "none" if op.network == "none" else "host"
+            spec = ProcessSpec(
+                args=op.args,
+                env=tuple(env),
+                cwd=op.cwd,
+                uid=user.uid,
+                gid=user.gid,
+                additional_gids=user.additional_gids,
+                hostname=op.hostname or "buildkitsandbox",
+                network=network,
+                mounts=tuple(mounts),
+                security=op.security,
+            )
+            status = runtime.run(
+                active.root, spec, container_id="sy-" + secrets.token_hex(6), on_output=on_output, cancel=cancel
+            )
+        if status != 0:
+            raise BuildStepError(
+                step=name,
+                message=f"process \"{' '.join(op.args)}\" did not complete successfully",
+                exit_status=status,
+            )
+        return snapshotter.commit(active)
+    except BaseException:
+        snapshotter.abort(active)
+        raise
+
+
+# --------------------------------------------------------------------------- file
+
+
+def _run_file(engine: Engine, op: FileOp, inputs: list[Result]) -> int:
+    snapshotter = engine.snapshotter
+    base = _input(inputs, op.base)
+    active = snapshotter.prepare(base.snapshot)
+    try:
+        with ExitStack() as stack:
+            views: dict[int, str] = {}
+
+            def source_root(index: int) -> str:
+                if index not in views:
+                    source = _input(inputs, index)
+                    views[index] = source.context_path or stack.enter_context(snapshotter.view(source.snapshot))
+                return views[index]
+
+            for action in op.actions:
+                match action:
+                    case CopyAction():
+                        from_context = _input(inputs, action.source).context_path is not None
+                        _copy(source_root(action.source), active.root, action, from_context)
+                    case MkdirAction():
+                        _mkdir(active.root, action)
+                    case MkfileAction():
+                        _mkfile(active.root, action)
+                    case RmAction():
+                        _rm(active.root, action)
+        return snapshotter.commit(active)
+    except BaseException:
+        snapshotter.abort(active)
+        raise
+
+
+def resolve_owner(root: str, owner: Owner | None) -> tuple[int, int] | None:
+    """`--chown` semantics: names from the destination's /etc files; a lone user means gid = uid."""
+    if owner is None:
+        return None
+    from engine.runtime.users import lookup_group, lookup_user
+
+    uid = int(owner.user) if owner.user.isdigit() else lookup_user(root, owner.user).uid
+    if not owner.group:
+        return uid, uid
+    gid = int(owner.group) if owner.group.isdigit() else lookup_group(root, owner.group)
+    return uid, gid
+
+
+def _copy(src_root: str, dest_root: str, action: CopyAction, from_context: bool) -> None:
+    from engine.fs.copy import CopyOptions, copy_into
+    from engine.fs.selection import select_sources
+
+    selected = []
+    for src in action.src:
+        selected.extend(
+            select_sources(
+                src_root,
+                src,
+                allow_wildcard=action.allow_wildcard,
+                follow_symlinks=action.follow_symlinks,
+                allow_empty_wildcard=action.allow_empty_wildcard,
+            )
+        )
+    opts = CopyOptions(
+        owner=resolve_owner(dest_root, action.owner),
+        preserve_owner=not from_context,
+        mode=action.mode,
+        mode_str=action.mode_str,
+        dir_contents_only=action.dir_contents_only,
+        create_dest_path=action.create_dest_path,
+        include_patterns=action.include_patterns,
+        exclude_patterns=action.exclude_patterns,
+        parents=action.parents,
+    )
+    if len(action.src) > 1 and not action.dest.endswith("/"):
+        raise ShipyardError(
+            "When using COPY with more than one source file, the destination must be a directory and end with a /"
+        )
+    copy_into(src_root, selected, dest_root, action.dest, opts)
+
+
+def _chown(path: str, owner: tuple[int, int] | None) -> None:
+    if owner is not None:
+        os.chown(path, owner[0], owner[1], follow_symlinks=False)
+
+
+def _mkdir(root: str, action: MkdirAction) -> None:
+    owner = resolve_owner(root, action.owner)
+    target = resolve_in_root(root, action.path)
+    if os.path.isdir(target):
+        return
+    missing: list[str] = []
+    probe = target
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    if not action.make_parents and len(missing) > 1:
+        raise ShipyardError(f"mkdir {action.path}: parent directory does not exist")
+    for path in reversed(missing):
+        os.mkdir(path)
+        os.chmod(path, action.mode)
+        _chown(path, owner)
+
+
+def _mkfile(root: str, action: MkfileAction) -> None:
+    target = resolve_in_root(root, action.path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, "wb") as f:
+        f.write(action.data)
+    os.chmod(target, action.mode)
+    _chown(target, resolve_owner(root, action.owner))
+
+
+def _rm(root: str, action: RmAction) -> None:
+    target = resolve_in_root(root, action.path, follow_final=False)
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        if action.allow_not_found:
+            return
+        raise ShipyardError(f"rm {action.path}: not found") from None
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(target)
+    else:
+        os.unlink(target)
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def _run_merge(engine: Engine, inputs: list[Result]) -> int | None:
+    """Stack the inputs' layer chains without copying: new snapshot rows, shared layers."""
+    current: int | None = None
+    for result in inputs:
+        for row in engine.index.chain(result.snapshot):
+            current = engine.index.splice_snapshot(current, row.layer.id)
+    return current

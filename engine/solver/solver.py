@@ -1,0 +1,322 @@
+"""The solver: compute keys, find what the cache already has, run the rest in parallel.
+
+1. Keys for every vertex reachable from the targets, in dependency order: pure work
+   over definitions, plus content digests of the local-context paths that COPYs
+   select (through the stat cache, so a no-op rebuild reads no file contents).
+2. One index lookup for all keys. Walking down from the targets, a vertex whose key
+   hits needs nothing below it: its inputs are neither run nor materialized (results
+   are lazy).
+3. The vertices left run on a thread pool as soon as their inputs are done
+   (`graphlib` ready-queue); independent stages run at the same time. A copy from
+   another stage gets a second, content-based key once that stage's result exists.
+4. The first failure cancels everything still running (containers are killed,
+   mounts undone) and is re-raised with the failing step's location and log tail.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable
+
+from cache.checksum import ContextHasher, tree_digest
+from engine.errors import BuildCancelled, BuildStepError, ShipyardError
+from engine.graph.ops import SOURCE_OPS, CopyAction, ImageSource, LocalSource, VertexMeta
+from engine.graph.vertex import Vertex, walk
+from engine.progress.events import EventBus, VertexCached, VertexCompleted, VertexLog, VertexStarted
+from engine.solver.context import Engine
+from engine.solver.execute import EMPTY, Result, run_vertex, source_result
+from engine.solver.keys import KeyParts, content_parts, definition_parts
+
+LOG_TAIL_LINES = 12
+DEFAULT_PARALLELISM = 32
+
+
+@dataclass
+class VertexState:
+    vertex: Vertex
+    name: str
+    parts: KeyParts | None = None
+    key: str | None = None
+    content_key: str | None = None
+    cached: bool = False
+    executed: bool = False
+    started: float = 0.0
+    duration: float = 0.0
+    error: str = ""
+    result: Result | None = None
+    log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
+    _partial_line: bytes = b""
+
+
+@dataclass
+class SolveOutcome:
+    states: dict[str, VertexState]
+    results: dict[str, Result]
+
+    def state(self, vertex: Vertex) -> VertexState:
+        return self.states[vertex.digest]
+
+
+class Solver:
+    def __init__(
+        self,
+        engine: Engine,
+        bus: EventBus,
+        meta: dict[str, list[VertexMeta]] | None = None,
+        *,
+        no_cache: bool = False,
+        max_parallel: int = DEFAULT_PARALLELISM,
+        context_excludes: Callable[[LocalSource], Callable[[str, bool], bool] | None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.meta = meta or {}
+        self.no_cache = no_cache
+        self.max_parallel = max_parallel
+        self._context_excludes = context_excludes
+        self._hashers: dict[str, ContextHasher] = {}
+        self._cancel = threading.Event()
+
+    # ------------------------------------------------------------------ public
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def solve(self, targets: list[Vertex]) -> SolveOutcome:
+        order = list(walk(targets))
+        states = {v.digest: VertexState(v, self._name(v)) for v in order}
+        try:
+            self._compute_keys(order, states)
+        finally:
+            for hasher in self._hashers.values():
+                hasher.flush()
+        records = self.engine.index.lookup([s.key for s in states.values() if s.key])
+        needed = self._needed(targets, states, records)
+        self._report_skipped(order, states, needed, records)
+        self._run(order, states, needed, records)
+        used_keys = [s.key for s in states.values() if s.key and s.cached and s.key in records]
+        self.engine.index.touch_keys(used_keys)
+        return SolveOutcome(states, {d: s.result for d, s in states.items() if s.result is not None})
+
+    # ------------------------------------------------------------------ keys
+
+    def _name(self, vertex: Vertex) -> str:
+        metas = self.meta.get(vertex.digest)
+        return metas[0].name if metas else type(vertex.op).__name__
+
+    def _hasher(self, source: LocalSource) -> ContextHasher:
+        hasher = self._hashers.get(source.path)
+        if hasher is None:
+            excluded = self._context_excludes(source) if self._context_excludes else None
+            hasher = ContextHasher(self.engine.index, source.path, excluded)
+            self._hashers[source.path] = hasher
+        return hasher
+
+    def _local_digest(self, vertex: Vertex, actions: list[CopyAction]) -> str:
+        assert isinstance(vertex.op, LocalSource)
+        hasher = self._hasher(vertex.op)
+        return "|".join(
+            hasher.digest_selection(a.src, follow_symlinks=a.follow_symlinks, allow_wildcard=a.allow_wildcard)
+            for a in actions
+        )
+
+    def _compute_keys(self, order: list[Vertex], states: dict[str, VertexState]) -> None:
+        for vertex in order:
+            state = states[vertex.digest]
+            input_keys = [states[i.digest].key for i in vertex.inputs]
+            try:
+                state.parts = definition_parts(vertex, input_keys, self._local_digest)
+            except ShipyardError as exc:
+                raise _located(exc, self._location(vertex), state.name) from None
+            state.key = state.parts.key() if state.parts else None
+
+    def _location(self, vertex: Vertex) -> str:
+        metas = self.meta.get(vertex.digest)
+        return metas[0].location if metas else ""
+
+    # ------------------------------------------------------------------ planning
+
+    def _can_hit(self, state: VertexState) -> bool:
+        return not (self.no_cache and not isinstance(state.vertex.op, SOURCE_OPS))
+
+    def _needed(self, targets: list[Vertex], states: dict[str, VertexState], records: dict) -> set[str]:
+        """Vertices whose results this build needs: stop descending at cache hits."""
+        needed: set[str] = set()
+        stack = list(targets)
+        while stack:
+            vertex = stack.pop()
+            if vertex.digest in needed:
+                continue
+            needed.add(vertex.digest)
+            state = states[vertex.digest]
+            if isinstance(vertex.op, SOURCE_OPS):
+                continue
+            if state.key in records and self._can_hit(state):
+                continue
+            stack.extend(vertex.inputs)
+        return needed
+
+    def _report_skipped(self, order: list[Vertex], states: dict[str, VertexState], needed: set[str], records: dict) -> None:
+        """Vertices below a cache hit are cached too: report them so, without touching them."""
+        for vertex in order:
+            state = states[vertex.digest]
+            if vertex.digest in needed or isinstance(vertex.op, (LocalSource,)):
+                continue
+            state.cached = True
+            self.bus.publish(VertexCached(vertex.digest, state.name))
+
+    # ------------------------------------------------------------------ running
+
+    def _run(self, order: list[Vertex], states: dict[str, VertexState], needed: set[str], records: dict) -> None:
+        graph: dict[str, set[str]] = {}
+        for vertex in order:
+            if vertex.digest not in needed:
+                continue
+            state = states[vertex.digest]
+            hit = state.key in records and self._can_hit(state) and not isinstance(vertex.op, SOURCE_OPS)
+            graph[vertex.digest] = set() if hit else {i.digest for i in vertex.inputs if i.digest in needed}
+        sorter = graphlib.TopologicalSorter(graph)
+        sorter.prepare()
+        first_error: BaseException | None = None
+        running: dict[Future[None], str] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="solver") as pool:
+            while sorter.is_active():
+                if first_error is None:
+                    for digest in sorter.get_ready():
+                        future = pool.submit(self._process, states[digest], states, records)
+                        running[future] = digest
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    digest = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        sorter.done(digest)
+                    elif first_error is None or isinstance(first_error, BuildCancelled):
+                        if first_error is None or not isinstance(error, BuildCancelled):
+                            first_error = error
+                        self._cancel.set()
+                if first_error is not None and not running:
+                    break
+        if first_error is not None:
+            raise first_error
+
+    def _process(self, state: VertexState, states: dict[str, VertexState], records: dict) -> None:
+        vertex = state.vertex
+        if self._cancel.is_set():
+            raise BuildCancelled("build cancelled")
+        if isinstance(vertex.op, SOURCE_OPS):
+            state.result = source_result(self.engine, vertex)
+            if isinstance(vertex.op, ImageSource):
+                state.cached = True
+                self.bus.publish(VertexCached(vertex.digest, state.name))
+            return
+        record = records.get(state.key) if self._can_hit(state) else None
+        if record is not None:
+            self._mark_cached(state, record.snapshot, record.created)
+            return
+        inputs = [states[i.digest].result or EMPTY for i in vertex.inputs]
+        assert state.parts is not None
+        content = content_parts(state.parts, vertex, lambda idx, actions: self._stage_checksum(inputs[idx], actions))
+        if content is not None:
+            state.content_key = content.key()
+            if self._can_hit(state):
+                found = self.engine.index.lookup([state.content_key]).get(state.content_key)
+                if found is not None:
+                    self._mark_cached(state, found.snapshot, found.created)
+                    self.engine.index.record([state.key], found.snapshot, state.name)
+                    return
+        self._execute(state, inputs)
+
+    def _mark_cached(self, state: VertexState, snapshot: int | None, created: float) -> None:
+        state.cached = True
+        state.result = Result(snapshot, created)
+        self.bus.publish(VertexCached(state.vertex.digest, state.name))
+
+    def _stage_checksum(self, source: Result, actions: list[CopyAction]) -> str:
+        """Content digest of what `actions` select from another stage's snapshot (memoized)."""
+        from engine.fs.selection import select_sources
+        from engine.solver.keys import selector_of
+
+        if source.snapshot is None:
+            return "empty"
+        selector = selector_of(actions)
+        cached = self.engine.index.get_checksum(source.snapshot, selector)
+        if cached is not None:
+            return cached
+        with self.engine.snapshotter.view(source.snapshot) as root:
+            selections = []
+            for action in actions:
+                for src in action.src:
+                    try:
+                        selections.extend(
+                            select_sources(root, src, allow_wildcard=action.allow_wildcard, follow_symlinks=action.follow_symlinks)
+                        )
+                    except ShipyardError:
+                        return "missing:" + selector  # the copy itself reports the error
+            digest = tree_digest(root, selections)
+        self.engine.index.set_checksum(source.snapshot, selector, digest)
+        return digest
+
+    def _execute(self, state: VertexState, inputs: list[Result]) -> None:
+        vertex = state.vertex
+        state.started = time.time()
+        self.bus.publish(VertexStarted(vertex.digest, state.name, state.started))
+
+        def on_output(stream: int, data: bytes) -> None:
+            self.bus.publish(VertexLog(vertex.digest, stream, data))
+            _feed_tail(state, data)
+
+        try:
+            snapshot = run_vertex(self.engine, vertex, inputs, name=state.name, on_output=on_output, cancel=self._cancel)
+        except BaseException as exc:
+            state.duration = time.time() - state.started
+            if state._partial_line:
+                state.log_tail.append(state._partial_line.decode("utf-8", "replace"))
+            state.error = str(exc) or type(exc).__name__
+            self.bus.publish(VertexCompleted(vertex.digest, state.name, state.duration, error=state.error))
+            if isinstance(exc, BuildCancelled):
+                raise
+            if isinstance(exc, BuildStepError):
+                raise _with_tail(exc, self._location(vertex), state) from None
+            if isinstance(exc, ShipyardError):
+                raise _located(exc, self._location(vertex), state.name) from None
+            raise
+        keys = [k for k in (state.key, state.content_key) if k]
+        created = self.engine.index.record(keys, snapshot, state.name)
+        state.result = Result(snapshot, created)
+        state.executed = True
+        state.duration = time.time() - state.started
+        self.bus.publish(VertexCompleted(vertex.digest, state.name, state.duration))
+
+
+def _feed_tail(state: VertexState, data: bytes) -> None:
+    buf = state._partial_line + data
+    *lines, state._partial_line = buf.split(b"\n")
+    for line in lines:
+        state.log_tail.append(line.decode("utf-8", "replace"))
+
+
+def _with_tail(exc: BuildStepError, location: str, state: VertexState) -> BuildStepError:
+    return BuildStepError(
+        step=exc.step or state.name,
+        message=exc.message,
+        location=exc.location or location,
+        exit_status=exc.exit_status,
+        output_tail=tuple(state.log_tail),
+    )
+
+
+def _located(exc: ShipyardError, location: str, name: str) -> ShipyardError:
+    """Give a step's error its Dockerfile location, unless it already has one."""
+    if isinstance(exc, BuildStepError) or not location:
+        return exc
+    located = BuildStepError(step=name, message=exc.user_message(), location=location)
+    located.exit_code = exc.exit_code
+    return located
