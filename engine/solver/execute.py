@@ -191,13 +191,13 @@ def resolve_owner(root: str, owner: Owner | None) -> tuple[int, int] | None:
     """`--chown` semantics: names from the destination's /etc files; a lone user means gid = uid."""
     if owner is None:
         return None
-    from engine.runtime.users import lookup_group, lookup_user
+    from engine.runtime.users import resolve_user
 
-    uid = int(owner.user) if owner.user.isdigit() else lookup_user(root, owner.user).uid
     if not owner.group:
+        uid = resolve_user(root, owner.user).uid
         return uid, uid
-    gid = int(owner.group) if owner.group.isdigit() else lookup_group(root, owner.group)
-    return uid, gid
+    resolved = resolve_user(root, f"{owner.user}:{owner.group}")
+    return resolved.uid, resolved.gid
 
 
 def _copy(src_root: str, dest_root: str, action: CopyAction, from_context: bool) -> None:

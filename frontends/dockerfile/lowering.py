@@ -1,0 +1,461 @@
+"""Dockerfile → build graph: stages become chains of vertices, configs travel beside them.
+
+Only the stages reachable from the target are dispatched (and only their base images
+resolved), in dependency order; a stage that nothing needs is never lowered, so its
+RUNs never run. Each instruction that changes the filesystem (RUN, COPY, ADD,
+WORKDIR) adds a vertex on top of the stage's current one; the others change the
+image config and history only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import graphlib
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from engine.errors import DockerfileError, ShipyardError
+from engine.graph.ops import (
+    CopyAction,
+    ExecOp,
+    FileOp,
+    ImageSource,
+    LocalSource,
+    MkdirAction,
+    Owner,
+    ScratchSource,
+    VertexMeta,
+)
+from engine.graph.vertex import GraphBuilder, Vertex
+from engine.oci.image import HistoryEntry, Image, ImageConfig
+from frontends.base import ImageResolver, LoweredBuild, StepInfo
+from frontends.dockerfile.imageconfig import (
+    CONFIG_COMMANDS,
+    apply_config_command,
+    command_line,
+    with_default_path,
+)
+from frontends.dockerfile.instructions import (
+    AddCommand,
+    ArgCommand,
+    CmdCommand,
+    Command,
+    CopyCommand,
+    RunCommand,
+    Stage,
+    WorkdirCommand,
+)
+from frontends.dockerfile.parser import Dockerfile
+from frontends.dockerfile.shell_lexer import ShellLex
+
+HISTORY_COMMENT = "buildkit.dockerfile.v0"
+PROXY_ARGS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+LAYER_COMMANDS = (RunCommand, CopyCommand, AddCommand, WorkdirCommand)
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    context_path: str
+    target: str = ""
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    exclude_patterns: tuple[str, ...] = ()
+    os: str = "linux"
+    arch: str = "amd64"
+
+
+@dataclass
+class _StageState:
+    stage: Stage
+    vertex: Vertex
+    config: ImageConfig
+    history: list[HistoryEntry]
+    base_image: Image
+    args: dict[str, str | None] = field(default_factory=dict)
+    cmd_set: bool = False
+    display: str = ""
+    total: int = 0
+    position: int = 1
+    author: str = ""
+
+
+def predefined_args(params: BuildParams) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (this engine builds for the host platform)."""
+    platform = f"{params.os}/{params.arch}"
+    return {
+        "BUILDPLATFORM": platform,
+        "BUILDOS": params.os,
+        "BUILDARCH": params.arch,
+        "BUILDVARIANT": "",
+        "TARGETPLATFORM": platform,
+        "TARGETOS": params.os,
+        "TARGETARCH": params.arch,
+        "TARGETVARIANT": "",
+    }
+
+
+class Lowering:
+    def __init__(self, dockerfile: Dockerfile, params: BuildParams, resolver: ImageResolver) -> None:
+        self.df = dockerfile
+        self.params = params
+        self.resolver = resolver
+        self.lex = ShellLex(dockerfile.escape)
+        self.graph = GraphBuilder()
+        self.filename = dockerfile.filename
+        self._states: dict[int, _StageState] = {}
+        self._context: Vertex | None = None
+        self._images: dict[str, tuple[Vertex, Image, str]] = {}
+        self.steps: list[tuple[int, int, StepInfo]] = []
+        self.global_args = self._global_args()
+
+    # ------------------------------------------------------------------ helpers
+
+    def error(self, message: str, line: int) -> DockerfileError:
+        return DockerfileError(message, self.filename, line)
+
+    def _global_args(self) -> dict[str, str | None]:
+        values: dict[str, str | None] = dict(predefined_args(self.params))
+        for cmd in self.df.meta_args:
+            for pair in cmd.args:
+                env = {k: v for k, v in values.items() if v is not None}
+                if pair.key in self.params.build_args:
+                    values[pair.key] = self.params.build_args[pair.key]
+                elif pair.value is not None:
+                    values[pair.key] = self._expand(pair.value, env, cmd.line)
+                else:
+                    values.setdefault(pair.key, None)
+        return values
+
+    def _expand(self, word: str, env: Mapping[str, str], line: int) -> str:
+        try:
+            return self.lex.process_word(word, env)
+        except DockerfileError as exc:
+            raise self.error(exc.message, line) from None
+
+    def _context_vertex(self) -> Vertex:
+        if self._context is None:
+            path = os.path.abspath(self.params.context_path)
+            self._context = self.graph.add(
+                LocalSource("context", path, self.params.exclude_patterns),
+                meta=VertexMeta("[internal] load build context"),
+            )
+        return self._context
+
+    def _image(self, ref: str, line: int) -> tuple[Vertex, Image, str]:
+        if ref not in self._images:
+            try:
+                resolved = self.resolver.resolve(ref)
+            except ShipyardError as exc:
+                raise self.error(exc.user_message(), line) from None
+            vertex = self.graph.add(
+                ImageSource(resolved.ref, resolved.manifest_digest, f"{self.params.os}/{self.params.arch}")
+            )
+            self._images[ref] = (vertex, resolved.image, resolved.ref)
+        return self._images[ref]
+
+    # ------------------------------------------------------------------ stages
+
+    def _stage_index(self, name: str, before: int | None = None) -> int | None:
+        wanted = name.lower()
+        for stage in self.df.stages:
+            if before is not None and stage.index >= before:
+                break
+            if stage.name and stage.name == wanted:
+                return stage.index
+        return None
+
+    def _expanded_stage(self, stage: Stage) -> Stage:
+        env = {k: v for k, v in self.global_args.items() if v is not None}
+        try:
+            return stage.expand(self.lex, env, self.filename)
+        except DockerfileError as exc:
+            raise self.error(exc.message, stage.line) from None
+
+    def _dependencies(self, stage: Stage) -> list[int]:
+        deps: list[int] = []
+        base = self._stage_index(stage.base, before=stage.index)
+        if base is not None:
+            deps.append(base)
+        for cmd in stage.commands:
+            if isinstance(cmd, CopyCommand) and cmd.from_:
+                index = self._from_index(cmd.from_, stage.index, cmd.line)
+                if index is not None:
+                    deps.append(index)
+        return deps
+
+    def _from_index(self, ref: str, current: int, line: int) -> int | None:
+        if ref.isdigit():
+            index = int(ref)
+            if index >= current:
+                raise self.error(f"invalid from flag value {ref}: refers to current or future build stage", line)
+            return index
+        return self._stage_index(ref)
+
+    def _target(self) -> int:
+        if not self.df.stages:
+            raise self.error("the Dockerfile has no FROM instruction", 1)
+        if not self.params.target:
+            return len(self.df.stages) - 1
+        index = self._stage_index(self.params.target)
+        if index is None:
+            raise ShipyardError(f'target stage "{self.params.target}" could not be found')
+        return index
+
+    def _order(self, target: int, stages: list[Stage]) -> list[int]:
+        """Reachable stages, dependencies first; a cycle is an error naming it."""
+        graph: dict[int, set[int]] = {}
+        pending = [target]
+        while pending:
+            index = pending.pop()
+            if index in graph:
+                continue
+            deps = set(self._dependencies(stages[index]))
+            graph[index] = deps
+            pending.extend(deps)
+        try:
+            return list(graphlib.TopologicalSorter(graph).static_order())
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            names = [stages[i].name or f"stage-{i}" for i in cycle]
+            raise self.error(
+                f"circular dependency detected on stage: {' -> '.join(names)}", stages[cycle[0]].line
+            ) from None
+
+    # ------------------------------------------------------------------ lowering
+
+    def lower(self) -> LoweredBuild:
+        target = self._target()
+        stages = [self._expanded_stage(s) for s in self.df.stages]
+        for index in self._order(target, stages):
+            self._dispatch_stage(stages[index], len(stages) > 1)
+        state = self._states[target]
+        image = dataclasses.replace(
+            state.base_image,
+            architecture=self.params.arch,
+            os=self.params.os,
+            config=state.config,
+            history=tuple(state.history),
+            author=state.author or state.base_image.author,
+        )
+        steps = tuple(info for _, _, info in sorted(self.steps, key=lambda s: (s[0], s[1])))
+        return LoweredBuild(
+            target=state.vertex,
+            image=image,
+            meta=self.graph.meta,
+            steps=steps,
+            stage=state.stage.name or f"stage-{target}",
+        )
+
+    def _step(self, state: _StageState, cmd_text: str, line: int) -> VertexMeta:
+        prefix = f"[{state.display} {state.position}/{state.total}]" if state.display else f"[{state.position}/{state.total}]"
+        return VertexMeta(f"{prefix} {cmd_text}", f"{self.filename}:{line}", state.display)
+
+    def _record_step(self, state: _StageState, meta: VertexMeta, vertex: Vertex, order: int) -> None:
+        self.steps.append(
+            (state.stage.index, order, StepInfo(vertex.digest, meta.name, meta.location, state.display))
+        )
+
+    def _dispatch_stage(self, stage: Stage, multi: bool) -> None:
+        display = stage.name or (f"stage-{stage.index}" if multi else "")
+        total = 1 + sum(1 for c in stage.commands if isinstance(c, LAYER_COMMANDS))
+        base_index = self._stage_index(stage.base, before=stage.index)
+        if base_index is not None:
+            parent = self._states[base_index]
+            vertex, base_image = parent.vertex, dataclasses.replace(
+                parent.base_image, config=parent.config, history=tuple(parent.history)
+            )
+            shown = stage.base
+        elif stage.base.lower() == "scratch":
+            vertex = self.graph.add(ScratchSource())
+            base_image = Image(architecture=self.params.arch, os=self.params.os)
+            shown = "scratch"
+        else:
+            if not stage.base:
+                raise self.error("base name (FROM) should not be blank", stage.line)
+            vertex, base_image, shown = self._image(stage.base, stage.line)
+        config = with_default_path(base_image.config)
+        state = _StageState(stage, vertex, config, list(base_image.history), base_image, display=display, total=total)
+        self._states[stage.index] = state
+        from_meta = self._step(state, f"FROM {shown}", stage.line)
+        self.graph.meta.setdefault(vertex.digest, []).append(from_meta)
+        self._record_step(state, from_meta, vertex, 0)
+        state.position = 2
+        for order, cmd in enumerate(stage.commands, start=1):
+            self._dispatch(state, cmd, order)
+
+    def _env(self, state: _StageState) -> dict[str, str]:
+        """What `$VAR` sees: the stage's ARGs, overridden by ENV."""
+        env = {k: v for k, v in state.args.items() if v is not None}
+        for item in state.config.env:
+            key, _, value = item.partition("=")
+            env[key] = value
+        return env
+
+    def _history(self, state: _StageState, created_by: str, empty: bool) -> None:
+        state.history.append(HistoryEntry(created_by=created_by, comment=HISTORY_COMMENT, empty_layer=empty))
+
+    def _dispatch(self, state: _StageState, cmd: Command, order: int) -> None:
+        if isinstance(cmd, ArgCommand):
+            self._dispatch_arg(state, cmd)
+            return
+        env = self._env(state)
+        if isinstance(cmd, RunCommand):
+            self._dispatch_run(state, cmd, env, order)
+            return
+        if cmd.EXPANDS:
+            cmd = cmd.expand(self.lex, env, self.filename)
+        if isinstance(cmd, (CopyCommand, AddCommand)):
+            self._dispatch_copy(state, cmd, order)
+        elif isinstance(cmd, WorkdirCommand):
+            self._dispatch_workdir(state, cmd, order)
+        elif isinstance(cmd, CONFIG_COMMANDS):
+            change = apply_config_command(state.config, cmd, cmd_set=state.cmd_set, filename=self.filename)
+            state.config = change.config
+            if change.author is not None:
+                state.author = change.author
+            if isinstance(cmd, CmdCommand):
+                state.cmd_set = True
+            self._history(state, change.created_by, True)
+        else:
+            raise self.error(f"{cmd.NAME.upper()} is not supported yet", cmd.line)
+
+    def _dispatch_arg(self, state: _StageState, cmd: ArgCommand) -> None:
+        shown: list[str] = []
+        for pair in cmd.args:
+            key = pair.key
+            if key in self.params.build_args:
+                value: str | None = self.params.build_args[key]
+            elif pair.value is not None:
+                value = self._expand(pair.value, self._env(state), cmd.line)
+            else:
+                value = self.global_args.get(key)
+            state.args[key] = value
+            shown.append(key if value is None else f"{key}={value}")
+        self._history(state, "ARG " + " ".join(shown), True)
+
+    def _build_args_in_env(self, state: _StageState) -> list[tuple[str, str]]:
+        """Stage ARGs with a value that no ENV overrides: they reach RUN's environment."""
+        env_keys = {item.partition("=")[0] for item in state.config.env}
+        return [(k, v) for k, v in state.args.items() if v is not None and k not in env_keys]
+
+    def _proxy_env(self) -> tuple[str, ...]:
+        out = []
+        for key, value in self.params.build_args.items():
+            if key.upper() in PROXY_ARGS:
+                out.append(f"{key}={value}")
+        return tuple(sorted(out))
+
+    def _dispatch_run(self, state: _StageState, cmd: RunCommand, env: dict[str, str], order: int) -> None:
+        cmd = cmd.expand(self.lex, env, self.filename)
+        if cmd.heredocs:
+            raise self.error("RUN with heredocs is not supported yet", cmd.line)
+        if cmd.mounts:
+            raise self.error("RUN --mount is not supported yet", cmd.line)
+        argv = command_line(cmd.cmd, cmd.prepend_shell, state.config)
+        args = self._build_args_in_env(state)
+        exec_env = tuple(state.config.env) + tuple(f"{k}={v}" for k, v in args)
+        op = ExecOp(
+            args=argv,
+            env=exec_env,
+            cwd=state.config.working_dir or "/",
+            user=state.config.user,
+            network=cmd.network,  # type: ignore[arg-type]
+            security=cmd.security,  # type: ignore[arg-type]
+            proxy_env=self._proxy_env(),
+        )
+        shown = self._display_text(cmd.original, env)
+        meta = self._step(state, shown, cmd.line)
+        state.vertex = self.graph.add(op, [state.vertex], meta)
+        self._record_step(state, meta, state.vertex, order)
+        state.position += 1
+        prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + " " if args else ""
+        self._history(state, f"RUN {prefix}{' '.join(argv)} # buildkit", False)
+
+    def _display_text(self, original: str, env: dict[str, str]) -> str:
+        """BuildKit shows a RUN with its variables expanded; fall back to the text as written."""
+        try:
+            return self.lex.process_word(original, env) if "$" in original else original
+        except DockerfileError:
+            return original
+
+    def _dest(self, state: _StageState, dest: str) -> str:
+        """COPY's destination made absolute against WORKDIR; a trailing `/` (or `.`) is kept."""
+        dir_intent = dest.endswith("/") or dest in (".", "") or dest.endswith("/.")
+        if not dest.startswith("/"):
+            dest = posixpath.join(state.config.working_dir or "/", dest)
+        dest = posixpath.normpath(dest)
+        if dest.startswith("//"):
+            dest = "/" + dest.lstrip("/")
+        if dir_intent and not dest.endswith("/"):
+            dest += "/"
+        return dest
+
+    def _dispatch_copy(self, state: _StageState, cmd: CopyCommand | AddCommand, order: int) -> None:
+        if cmd.source_contents:
+            raise self.error(f"{cmd.NAME.upper()} with heredocs is not supported yet", cmd.line)
+        if cmd.link:
+            raise self.error(f"{cmd.NAME.upper()} --link is not supported yet", cmd.line)
+        from_ = cmd.from_ if isinstance(cmd, CopyCommand) else ""
+        if from_:
+            index = self._from_index(from_, state.stage.index, cmd.line)
+            if index is not None:
+                source = self._states[index].vertex
+            else:
+                source = self._image(from_, cmd.line)[0]
+        else:
+            source = self._context_vertex()
+        owner = None
+        if cmd.chown:
+            user, _, group = cmd.chown.partition(":")
+            owner = Owner(user, group)
+        mode, mode_str = None, ""
+        if cmd.chmod:
+            try:
+                mode = int(cmd.chmod, 8)
+                if mode > 0o7777:
+                    raise ValueError
+            except ValueError:
+                mode_str = cmd.chmod
+        action = CopyAction(
+            source=1,
+            src=tuple("/" + s.lstrip("/") if s not in ("", ".") else "/" for s in cmd.sources),
+            dest=self._dest(state, cmd.dest),
+            owner=owner,
+            mode=mode,
+            mode_str=mode_str,
+            attempt_unpack=isinstance(cmd, AddCommand) and cmd.unpack is not False,
+            exclude_patterns=cmd.exclude,
+            parents=isinstance(cmd, CopyCommand) and cmd.parents,
+        )
+        meta = self._step(state, cmd.original, cmd.line)
+        state.vertex = self.graph.add(FileOp((action,)), [state.vertex, source], meta)
+        self._record_step(state, meta, state.vertex, order)
+        state.position += 1
+        srcs = " ".join(cmd.sources)
+        self._history(state, f"{cmd.NAME.upper()} {srcs} {cmd.dest} # buildkit", False)
+
+    def _dispatch_workdir(self, state: _StageState, cmd: WorkdirCommand, order: int) -> None:
+        path = cmd.path
+        if not path.startswith("/"):
+            path = posixpath.join(state.config.working_dir or "/", path)
+        path = posixpath.normpath(path)
+        if path.startswith("//"):
+            path = "/" + path.lstrip("/")
+        state.config = dataclasses.replace(state.config, working_dir=path)
+        meta = self._step(state, cmd.original, cmd.line)
+        if path != "/":
+            owner = None
+            if state.config.user:
+                user, _, group = state.config.user.partition(":")
+                owner = Owner(user, group)
+            state.vertex = self.graph.add(
+                FileOp((MkdirAction(path, 0o755, True, owner),)), [state.vertex], meta
+            )
+        self._record_step(state, meta, state.vertex, order)
+        state.position += 1
+        self._history(state, f"WORKDIR {path}", path == "/")
+
+
+def lower_dockerfile(dockerfile: Dockerfile, params: BuildParams, resolver: ImageResolver) -> LoweredBuild:
+    return Lowering(dockerfile, params, resolver).lower()
