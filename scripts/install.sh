@@ -21,5 +21,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
+# Start-up is part of every build: make sure compiled bytecode exists even where
+# PYTHONDONTWRITEBYTECODE is set (imports then never compile from source).
+.venv/bin/python -m compileall -q engine frontends cache >/dev/null
 echo "[install] shipyard: $(pwd)/.venv/bin/shipyard" >&2
