@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+bash scripts/services.sh
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
