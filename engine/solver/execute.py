@@ -226,10 +226,6 @@ def _copy(src_root: str, dest_root: str, action: CopyAction, from_context: bool)
         exclude_patterns=action.exclude_patterns,
         parents=action.parents,
     )
-    if len(action.src) > 1 and not action.dest.endswith("/"):
-        raise ShipyardError(
-            "When using COPY with more than one source file, the destination must be a directory and end with a /"
-        )
     copy_into(src_root, selected, dest_root, action.dest, opts)
 
 
