@@ -112,9 +112,6 @@ def _run_exec(
             env = list(op.env) + list(op.proxy_env)
             if not any(e.startswith("HOME=") for e in env):
                 env.append(f"HOME={user.home}")
-            cwd_host = resolve_in_root(active.root, op.cwd)
-            if not os.path.isdir(cwd_host):
-                os.makedirs(cwd_host, mode=0o755, exist_ok=True)
             mounts: list[BindMount | TmpfsMount] = []
             for mount in op.mounts:
                 if mount.target == "/":

@@ -233,3 +233,23 @@ def test_copy_snapshotter_builds_and_caches(tmp_path: Path, busybox_tar: Path, p
     assert (out / "final" / "right.txt").read_text() == "right\n"
     _, second = sy.build(project)
     assert all(steps(second).values())
+
+
+def test_run_layer_holds_only_what_the_command_wrote(shipyard: Shipyard, tmp_path: Path) -> None:
+    """Mount stubs the runtime needed (/etc/hosts, /proc, ...) never land in a layer."""
+    ctx = tmp_path / "stubs"
+    write(
+        ctx / "Dockerfile",
+        "FROM busybox:local AS tools\nFROM scratch\nCOPY --from=tools /bin /bin\nRUN mkdir /made\nRUN echo hi > /made/file\n",
+    )
+    out = tmp_path / "out.tar"
+    shipyard.build(ctx, "--output", f"type=docker,dest={out}")
+    import tarfile
+
+    with tarfile.open(out) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+        layers = []
+        for name in manifest[0]["Layers"][1:]:
+            with tarfile.open(fileobj=archive.extractfile(name)) as layer:
+                layers.append(sorted(m.name.rstrip("/") for m in layer.getmembers()))
+    assert layers == [["made"], ["made", "made/file"]], layers

@@ -1,0 +1,612 @@
+"""Container init for the builtin runtime: a small OCI runtime in one stdlib file.
+
+Started as `python -I -S nsinit.py <ctl-fd>` (or imported by a `-c` bootstrap, to use cached bytecode) by `engine.runtime.builtin`, never
+imported by the engine: forking the multi-threaded engine and running Python in
+the child is unsafe, so every container gets this fresh single-threaded process.
+It must stay self-contained (stdlib builtins + ctypes; `-I -S` drops every path
+but the stdlib's) and cheap to start, so it avoids `json`, `signal`, `struct`.
+
+Protocol: the engine writes an 8-byte big-endian length and a `marshal` of the
+OCI config document (the subset `engine.runtime.ocispec` generates) to the control
+pipe and keeps its end open. Closing it — on cancel, or because the engine died —
+makes this process SIGKILL the container's pid 1, which takes the whole pid
+namespace with it. Errors before exec are written to stderr as one line and end
+the process with 127 (not found), 126 (cannot execute) or 125 (setup failed).
+
+Sequence: unshare(mount, uts, ipc, pid [, net]); make / rprivate; fork. The
+parent waits, forwards signals, and exits with the child's status (128+N for a
+signal). The child is pid 1 of the new namespace: it binds the rootfs on itself,
+mounts /proc, a tmpfs /dev (host device nodes bound in), devpts, shm, mqueue, /sys,
+the /etc files and extra mounts (each destination resolved inside the root) — all
+nodev when the spec's device rules deny everything, the builtin stand-in for the
+device cgroup runc sets up —
+pivots into the root, masks Docker's masked paths, drops capabilities, switches
+user, changes to the cwd and execs the command found on the container's PATH.
+"""
+
+import ctypes
+import marshal
+import os
+import select
+import sys
+
+import _signal
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+NAMESPACE_FLAGS = {
+    "mount": CLONE_NEWNS,
+    "uts": CLONE_NEWUTS,
+    "ipc": CLONE_NEWIPC,
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+}
+
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 2
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NODEV = 0x4
+
+# statvfs f_flag bits that must survive a bind remount.
+ST_TO_MS = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (16, MS_SYNCHRONOUS),
+            (64, MS_MANDLOCK), (1024, MS_NOATIME), (2048, MS_NODIRATIME), (4096, MS_RELATIME))
+
+MOUNT_FLAGS = {
+    "ro": (True, MS_RDONLY), "rw": (False, MS_RDONLY),
+    "nosuid": (True, MS_NOSUID), "suid": (False, MS_NOSUID),
+    "nodev": (True, MS_NODEV), "dev": (False, MS_NODEV),
+    "noexec": (True, MS_NOEXEC), "exec": (False, MS_NOEXEC),
+    "sync": (True, MS_SYNCHRONOUS), "async": (False, MS_SYNCHRONOUS),
+    "dirsync": (True, MS_DIRSYNC),
+    "noatime": (True, MS_NOATIME), "atime": (False, MS_NOATIME),
+    "nodiratime": (True, MS_NODIRATIME), "diratime": (False, MS_NODIRATIME),
+    "relatime": (True, MS_RELATIME), "norelatime": (False, MS_RELATIME),
+    "strictatime": (True, MS_STRICTATIME), "nostrictatime": (False, MS_STRICTATIME),
+    "bind": (True, MS_BIND), "rbind": (True, MS_BIND | MS_REC),
+}
+
+PR_SET_PDEATHSIG = 1
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+SIGHUP, SIGINT, SIGQUIT, SIGKILL, SIGUSR1, SIGUSR2, SIGPIPE, SIGTERM, SIGXFSZ = 1, 2, 3, 9, 10, 12, 13, 15, 25
+FORWARDED_SIGNALS = (SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGTERM)
+
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+CAP_NAMES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_SYMLINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+STATUS_NOT_FOUND = 127
+STATUS_CANNOT_EXECUTE = 126
+STATUS_SETUP_FAILED = 125
+MAX_SYMLINKS = 255
+
+libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SetupError(Exception):
+    """A container that cannot start; `status` is what the process exits with."""
+
+    def __init__(self, message, status=STATUS_SETUP_FAILED):
+        super().__init__(message)
+        self.status = status
+
+
+def fail(message, status):
+    try:
+        os.write(2, ("shipyard: unable to start container process: " + message + "\n").encode("utf-8", "replace"))
+    finally:
+        os._exit(status)
+
+
+def check(result, what):
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SetupError(what + ": " + os.strerror(err))
+
+
+def _b(path):
+    return None if path is None else os.fsencode(path)
+
+
+def mount(source, target, fstype, flags, data=None):
+    check(libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+          "mount " + (fstype or "bind") + " on " + target)
+
+
+def prctl(option, arg):
+    return libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0),
+                      ctypes.c_ulong(0))
+
+
+# --- paths inside the root ---------------------------------------------------------
+
+
+def resolve_in_root(root, path):
+    """The host path of `path` inside `root`: symlinks followed, never out of `root`."""
+    pending = [part for part in path.split("/") if part and part != "."]
+    pending.reverse()
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop()
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError:
+            resolved.append(part)
+            continue
+        links += 1
+        if links > MAX_SYMLINKS:
+            raise SetupError("too many levels of symbolic links in " + path)
+        if target.startswith("/"):
+            resolved = []
+        pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
+    return os.path.join(root, *resolved) if resolved else root
+
+
+def make_mountpoint(root, host_path, directory):
+    if os.path.lexists(host_path):
+        return
+    missing = []
+    probe = host_path
+    while probe != root and not os.path.lexists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    missing.reverse()
+    for index, path in enumerate(missing):
+        if index == len(missing) - 1 and not directory:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        else:
+            os.mkdir(path, 0o755)
+
+
+# --- mounts --------------------------------------------------------------------------
+
+
+def parse_options(options):
+    flags = 0
+    data = []
+    for option in options:
+        known = MOUNT_FLAGS.get(option)
+        if known is None:
+            data.append(option)
+        elif known[0]:
+            flags |= known[1]
+        else:
+            flags &= ~known[1]
+    return flags, ",".join(data) or None
+
+
+def preserved_flags(path):
+    try:
+        st_flags = os.statvfs(path).f_flag
+    except OSError:
+        return 0
+    flags = 0
+    for st_bit, ms_bit in ST_TO_MS:
+        if st_flags & st_bit:
+            flags |= ms_bit
+    return flags
+
+
+def remount_bind(path, flags):
+    """Apply per-mount flags (ro, nosuid, …) to a bind mount, keeping the ones it has."""
+    wanted = flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME | MS_RELATIME)
+    mount(None, path, None, MS_BIND | MS_REMOUNT | preserved_flags(path) | wanted)
+
+
+def open_host_devices():
+    """O_PATH handles on the host's device nodes, taken before any mount can hide them."""
+    return {name: os.open("/dev/" + name, os.O_PATH | os.O_CLOEXEC) for name in DEVICES}
+
+
+def set_mount_attrs(path, nodev, readonly):
+    """nodev/ro on a mount and everything below it (mount_setattr), else on its top."""
+    wanted = (MOUNT_ATTR_NODEV if nodev else 0) | (MOUNT_ATTR_RDONLY if readonly else 0)
+    if not wanted:
+        return
+    attr = (ctypes.c_uint64 * 4)(wanted, 0, 0, 0)  # attr_set, attr_clr, propagation, userns_fd
+    if libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(AT_FDCWD), _b(path),
+                    ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(32)) == 0:
+        return
+    remount_bind(path, (MS_NODEV if nodev else 0) | (MS_RDONLY if readonly else 0))
+
+
+def populate_dev(dev, host_devices):
+    """runc's default devices (bound from the host, so this also works unprivileged)."""
+    for name in DEVICES:
+        node = dev + "/" + name
+        os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+        mount("/proc/self/fd/" + str(host_devices[name]), node, None, MS_BIND)
+    for name, target in DEV_SYMLINKS:
+        os.symlink(target, dev + "/" + name)
+
+
+def mount_entry(root, entry, host_devices, nodev):
+    """One OCI mount. With `nodev` (the spec denies all devices) nothing mounted here
+    can serve device nodes: without a device cgroup that is what keeps a root
+    process holding CAP_MKNOD from opening the host's disks."""
+    destination = entry["destination"]
+    kind = entry.get("type") or "bind"
+    source = entry.get("source") or kind
+    flags, data = parse_options(entry.get("options") or ())
+    if kind == "bind":
+        flags |= MS_BIND
+    elif nodev and kind != "devpts":
+        flags |= MS_NODEV
+    target = resolve_in_root(root, destination)
+    bind = bool(flags & MS_BIND)
+    directory = os.path.isdir(source) if bind else True
+    if bind and not os.path.exists(source):
+        raise SetupError("mount source " + source + " does not exist")
+    try:
+        make_mountpoint(root, target, directory)
+    except OSError as exc:
+        raise SetupError("cannot create mountpoint " + destination + ": " + os.strerror(exc.errno or 0))
+    if bind:
+        mount(source, target, None, flags & (MS_BIND | MS_REC))
+        set_mount_attrs(target, nodev, bool(flags & MS_RDONLY))
+        if flags & ~(MS_BIND | MS_REC | MS_RDONLY):
+            remount_bind(target, flags)
+    else:
+        mount(source, target, kind, flags, data)
+    if destination.rstrip("/") == "/dev" and kind == "tmpfs":
+        populate_dev(target, host_devices)
+
+
+def mask_paths(masked, readonly):
+    """Docker's masked and read-only /proc and /sys paths (run after pivot_root)."""
+    for path in masked:
+        try:
+            is_dir = os.path.isdir(path)
+            if not os.path.lexists(path):
+                continue
+        except OSError:
+            continue
+        if is_dir:
+            mount("tmpfs", path, "tmpfs", MS_RDONLY)
+        else:
+            mount("/dev/null", path, None, MS_BIND)
+    for path in readonly:
+        if not os.path.lexists(path):
+            continue
+        mount(path, path, None, MS_BIND | MS_REC)
+        remount_bind(path, MS_RDONLY)
+
+
+def loopback_up():
+    """Bring `lo` up in a new network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS)."""
+    sock = libc.socket(2, 2, 0)  # AF_INET, SOCK_DGRAM
+    if sock < 0:
+        raise SetupError("socket: " + os.strerror(ctypes.get_errno()))
+    try:
+        ifreq = ctypes.create_string_buffer(b"lo", 40)
+        check(libc.ioctl(sock, ctypes.c_ulong(0x8913), ifreq), "SIOCGIFFLAGS lo")
+        flags = int.from_bytes(ifreq.raw[16:18], "little") | 0x1 | 0x40  # IFF_UP | IFF_RUNNING
+        ctypes.memmove(ctypes.addressof(ifreq) + 16, flags.to_bytes(2, "little"), 2)
+        check(libc.ioctl(sock, ctypes.c_ulong(0x8914), ifreq), "SIOCSIFFLAGS lo")
+    finally:
+        os.close(sock)
+
+
+def pivot_into(root):
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise SetupError("pivot_root: unsupported machine " + os.uname().machine)
+    os.chdir(root)
+    check(libc.syscall(ctypes.c_long(number), b".", b"."), "pivot_root")
+    # The old root is now stacked under the new one at "."; detach it.
+    check(libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+
+
+# --- credentials ---------------------------------------------------------------------
+
+
+class CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def cap_mask(names):
+    mask = 0
+    for name in names:
+        if name in CAP_NAMES:
+            mask |= 1 << CAP_NAMES.index(name)
+    return mask
+
+
+def drop_bounding(keep_mask):
+    with open("/proc/sys/kernel/cap_last_cap", "rb") as last:
+        last_cap = int(last.read())
+    for cap in range(last_cap + 1):
+        if not keep_mask >> cap & 1 and prctl(PR_CAPBSET_DROP, cap) != 0:
+            raise SetupError("drop capability " + str(cap) + ": " + os.strerror(ctypes.get_errno()))
+
+
+def set_capabilities(effective_mask, permitted_mask):
+    header = CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (CapData * 2)()
+    data[0].effective = effective_mask & 0xFFFFFFFF
+    data[0].permitted = permitted_mask & 0xFFFFFFFF
+    data[1].effective = effective_mask >> 32
+    data[1].permitted = permitted_mask >> 32
+    check(libc.capset(ctypes.byref(header), data), "capset")
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def set_rlimits(rlimits):
+    for rlimit in rlimits:
+        resource = RLIMITS.get(rlimit["type"])
+        if resource is None:
+            raise SetupError("unknown rlimit " + rlimit["type"])
+        values = (ctypes.c_ulong * 2)(rlimit["soft"], rlimit["hard"])
+        check(libc.setrlimit(resource, values), "setrlimit " + rlimit["type"])
+
+
+# --- exec ----------------------------------------------------------------------------
+
+
+def parse_env(entries):
+    env = {}
+    for entry in entries:
+        key, sep, value = entry.partition("=")
+        if sep and key:
+            env[key] = value
+    return env
+
+
+def executable(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_mode & 0o170000) == 0o100000 and bool(st.st_mode & 0o111)
+
+
+def look_path(name, env):
+    """Like Go's exec.LookPath, which runc uses: the container's PATH, inside its root."""
+    if "/" in name:
+        try:
+            st = os.stat(name)
+        except OSError as exc:
+            raise SetupError('exec: "' + name + '": ' + os.strerror(exc.errno or 0), STATUS_NOT_FOUND)
+        if (st.st_mode & 0o170000) == 0o040000:
+            raise SetupError('exec: "' + name + '": is a directory', STATUS_CANNOT_EXECUTE)
+        if not executable(name):
+            raise SetupError('exec: "' + name + '": permission denied', STATUS_CANNOT_EXECUTE)
+        return name
+    for directory in env.get("PATH", "").split(":"):
+        candidate = (directory or ".") + "/" + name
+        if executable(candidate):
+            return candidate
+    raise SetupError('exec: "' + name + '": executable file not found in $PATH', STATUS_NOT_FOUND)
+
+
+def change_directory(cwd, required):
+    try:
+        os.chdir(cwd)
+    except FileNotFoundError:
+        try:
+            os.makedirs(cwd, 0o755, exist_ok=True)
+            os.chdir(cwd)
+        except OSError as exc:
+            raise SetupError("chdir to cwd " + cwd + ": " + os.strerror(exc.errno or 0))
+    except PermissionError:
+        if required:
+            raise SetupError("chdir to cwd " + cwd + ": permission denied")
+        return False
+    except OSError as exc:
+        raise SetupError("chdir to cwd " + cwd + ": " + os.strerror(exc.errno or 0))
+    # A cwd outside the container's root (CVE-2024-21626) reads as unreachable.
+    try:
+        where = os.getcwd()
+    except OSError:
+        where = "(unreachable)"
+    if not where.startswith("/"):
+        raise SetupError("current working directory is outside of the container root")
+    return True
+
+
+# --- the container's pid 1 -------------------------------------------------------------
+
+
+def init_container(config):
+    root = os.path.realpath(config["root"]["path"])
+    process = config["process"]
+    namespaces = [ns["type"] for ns in config["linux"].get("namespaces", ())]
+    rules = config["linux"].get("resources", {}).get("devices", ())
+    nodev = not any(rule.get("allow") for rule in rules)
+    host_devices = open_host_devices()
+    mount(root, root, None, MS_BIND | MS_REC)
+    set_mount_attrs(root, nodev, False)
+    for entry in config.get("mounts", ()):
+        mount_entry(root, entry, host_devices, nodev)
+    for fd in host_devices.values():
+        os.close(fd)
+    if "network" in namespaces:
+        loopback_up()
+    hostname = config.get("hostname")
+    if hostname and "uts" in namespaces:
+        raw = hostname.encode()
+        check(libc.sethostname(raw, len(raw)), "sethostname")
+    pivot_into(root)
+    mask_paths(config["linux"].get("maskedPaths", ()), config["linux"].get("readonlyPaths", ()))
+    if config["root"].get("readonly"):
+        remount_bind("/", MS_RDONLY)
+    set_rlimits(process.get("rlimits", ()))
+    os.umask(0o022)
+    caps = process.get("capabilities", {})
+    drop_bounding(cap_mask(caps.get("bounding", ())))
+    cwd = process.get("cwd") or "/"
+    in_cwd = change_directory(cwd, required=False)
+    user = process.get("user", {})
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    try:
+        os.setgroups(list(user.get("additionalGids", ())))
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as exc:
+        raise SetupError("set user " + str(uid) + ":" + str(gid) + ": " + os.strerror(exc.errno or 0))
+    if uid == 0:
+        set_capabilities(cap_mask(caps.get("effective", ())), cap_mask(caps.get("permitted", ())))
+    # A credential change clears the parent-death signal; set it again.
+    prctl(PR_SET_PDEATHSIG, SIGKILL)
+    if not in_cwd:
+        change_directory(cwd, required=True)
+    args = list(process["args"])
+    env = parse_env(process.get("env", ()))
+    path = look_path(args[0], env)
+    for signum in (SIGPIPE, SIGXFSZ):
+        _signal.signal(signum, _signal.SIG_DFL)  # Python ignores them; the command must not
+    os.closerange(3, 1 << 20)
+    try:
+        os.execve(path, args, env)
+    except OSError as exc:
+        status = STATUS_NOT_FOUND if exc.errno == 2 else STATUS_CANNOT_EXECUTE
+        raise SetupError('exec: "' + args[0] + '": ' + os.strerror(exc.errno or 0), status)
+
+
+def child_main(config, alive_r, alive_w, ctl):
+    try:
+        os.close(alive_w)
+        os.close(ctl)
+        prctl(PR_SET_PDEATHSIG, SIGKILL)
+        # If the parent died before the death signal was armed, nobody would kill us.
+        poller = select.poll()
+        poller.register(alive_r, select.POLLIN)
+        if poller.poll(0):
+            os._exit(STATUS_SETUP_FAILED)
+        os.close(alive_r)
+        init_container(config)
+    except SetupError as exc:
+        fail(str(exc), exc.status)
+    except OSError as exc:
+        fail(str(exc), STATUS_SETUP_FAILED)
+    except BaseException as exc:
+        fail(type(exc).__name__ + ": " + str(exc), STATUS_SETUP_FAILED)
+    finally:
+        os._exit(STATUS_SETUP_FAILED)  # never fall back into the parent's code after fork
+
+
+def read_config(ctl):
+    def read_exactly(count):
+        chunks = []
+        while count:
+            chunk = os.read(ctl, count)
+            if not chunk:
+                raise SetupError("control pipe closed before the config arrived")
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    size = int.from_bytes(read_exactly(8), "big")
+    return marshal.loads(read_exactly(size))
+
+
+def supervise(pid, ctl):
+    """Wait for pid 1, forwarding signals; SIGKILL it when the control pipe closes."""
+    pidfd = os.pidfd_open(pid)
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in FORWARDED_SIGNALS:
+        _signal.signal(signum, forward)
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    poller.register(ctl, select.POLLIN | select.POLLHUP)
+    while True:
+        for fd, _event in poller.poll():
+            if fd == pidfd:
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+                os._exit(code if code >= 0 else 128 - code)
+            if not os.read(ctl, 64):
+                os.kill(pid, SIGKILL)
+                os.waitpid(pid, 0)
+                os._exit(128 + SIGKILL)
+
+
+def main(ctl_arg):
+    try:
+        ctl = int(ctl_arg)
+        config = read_config(ctl)
+        flags = 0
+        for ns in config["linux"].get("namespaces", ()):
+            flags |= NAMESPACE_FLAGS[ns["type"]]
+        check(libc.unshare(ctypes.c_int(flags)), "unshare")
+        # Nothing mounted for the container may propagate back to the host.
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+    except SetupError as exc:
+        fail(str(exc), exc.status)
+    except Exception as exc:
+        fail(type(exc).__name__ + ": " + str(exc), STATUS_SETUP_FAILED)
+    if pid == 0:
+        child_main(config, alive_r, alive_w, ctl)
+    os.close(alive_r)
+    supervise(pid, ctl)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
