@@ -1,7 +1,7 @@
 """The cache index: one SQLite database (WAL) for everything that must survive a build.
 
 Tables: layers (a directory of changes, its diff_id once known), snapshots (a layer on
-top of a parent snapshot: a chain), cache_keys (cache key → snapshot), stat_cache
+top of a parent snapshot: a chain), cache_keys (cache key → snapshot), build_memo (a whole build's inputs → its result), stat_cache
 (local-context file stat → content digest), checksums (memoized content digests of
 immutable snapshots), images (name → manifest/config), blob_variants (compressed
 blobs made from a layer), meta. WAL lets several shipyard processes share one state
@@ -15,11 +15,10 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,6 +71,11 @@ CREATE TABLE IF NOT EXISTS images(
     snapshot INTEGER REFERENCES snapshots(id),
     created REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS build_memo(
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_variants(
     diff_id TEXT NOT NULL,
     compression TEXT NOT NULL,
@@ -82,8 +86,7 @@ CREATE TABLE IF NOT EXISTS blob_variants(
 """
 
 
-@dataclass(frozen=True)
-class LayerRow:
+class LayerRow(NamedTuple):
     id: int
     dir: str
     format: str
@@ -91,23 +94,20 @@ class LayerRow:
     tar_size: int | None
 
 
-@dataclass(frozen=True)
-class SnapshotRow:
+class SnapshotRow(NamedTuple):
     id: int
     parent: int | None
     layer: LayerRow
     created: float
 
 
-@dataclass(frozen=True)
-class CacheRecord:
+class CacheRecord(NamedTuple):
     key: str
     snapshot: int | None
     created: float
 
 
-@dataclass(frozen=True)
-class StatRow:
+class StatRow(NamedTuple):
     size: int
     mtime_ns: int
     ctime_ns: int
@@ -117,13 +117,16 @@ class StatRow:
     hashed_ns: int
 
 
-@dataclass(frozen=True)
-class ImageRow:
+class ImageRow(NamedTuple):
     name: str
     manifest: str
     config: str
     snapshot: int | None
     created: float
+
+
+# Rows are NamedTuples, not dataclasses: the no-op rebuild path imports this module,
+# and a NamedTuple costs a fraction of a dataclass to define.
 
 
 class CacheIndex:
@@ -341,6 +344,16 @@ class CacheIndex:
                 "SELECT name, manifest, config, snapshot, created FROM images WHERE manifest=?", (manifest,)
             )
         ]
+
+    # ----------------------------------------------------------------- whole-build memo
+
+    def get_memo(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM build_memo WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_memo(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO build_memo(key, value, created) VALUES(?,?,?)", (key, value, time.time()))
 
     # ----------------------------------------------------------------- compressed blobs
 

@@ -1,13 +1,14 @@
 """One exception tree for every error a user can cause or meet.
 
+(Plain classes rather than dataclasses: this module is imported by every command,
+and defining dataclasses costs start-up time.)
+
 Errors carry their location (file and line, step, key path) as data and are turned
 into a one-line message and an exit code only at the CLI edge (`engine.cli`), so no
 module below the CLI prints or exits.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class ShipyardError(Exception):
@@ -25,16 +26,25 @@ class UsageError(ShipyardError):
     exit_code = 2
 
 
-@dataclass
 class DockerfileError(ShipyardError):
     """A Dockerfile that cannot be parsed or lowered; names `file:line`."""
 
-    message: str
-    filename: str = "Dockerfile"
-    line: int = 0
-
-    def __post_init__(self) -> None:
+    def __init__(self, message: str, filename: str = "Dockerfile", line: int = 0) -> None:
+        self.message = message
+        self.filename = filename
+        self.line = line
         super().__init__(self.user_message())
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and (self.message, self.filename, self.line) == (other.message, other.filename, other.line)  # type: ignore[attr-defined]
+        )
+
+    __hash__ = Exception.__hash__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, {self.filename!r}, {self.line!r})"
 
     def user_message(self) -> str:
         where = f"{self.filename}:{self.line}" if self.line else self.filename
@@ -65,17 +75,22 @@ class ContextError(ShipyardError):
     """A build-context path that is missing or would leave the context root."""
 
 
-@dataclass
 class BuildStepError(ShipyardError):
     """A build step that failed: which step, where it came from, and its output's tail."""
 
-    step: str
-    message: str
-    location: str = ""
-    exit_status: int | None = None
-    output_tail: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        step: str,
+        message: str,
+        location: str = "",
+        exit_status: int | None = None,
+        output_tail: tuple[str, ...] = (),
+    ) -> None:
+        self.step = step
+        self.message = message
+        self.location = location
+        self.exit_status = exit_status
+        self.output_tail = output_tail
         super().__init__(self.user_message())
 
     def user_message(self) -> str:

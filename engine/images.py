@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 from cache.index import ImageRow, LayerRow, SnapshotRow
 from engine.errors import ImageNotFoundError, ShipyardError
@@ -53,33 +54,39 @@ class BuiltImage:
 class ImageStore:
     """Names → images, over the cache index and the content store. Also the frontends' resolver."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_resolve: Callable[[str, str, str, bool], None] | None = None) -> None:
         self.engine = engine
+        self._on_resolve = on_resolve
 
     def _load(self, row: ImageRow) -> StoredImage:
         config = self.engine.store.read(row.config)
         return StoredImage(row.name, row.manifest, row.config, Image.from_json(config), row.snapshot, row.created)
 
-    def get(self, ref: str) -> StoredImage | None:
-        """By name (docker's normalization), by `name@digest`, or by image ID / its prefix."""
+    def _find(self, ref: str) -> tuple[StoredImage | None, bool]:
+        """(image, found by its name) — by name (docker's normalization), `name@digest`, or ID prefix."""
         if ref.startswith("sha256:") or (len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref)):
             wanted = ref if ref.startswith("sha256:") else "sha256:" + ref
             for row in self.engine.index.list_images():
                 if row.config.startswith(wanted) or row.manifest == wanted:
-                    return self._load(row)
+                    return self._load(row), False
         try:
             reference = parse_reference(ref)
         except ShipyardError:
-            return None
+            return None, False
         if reference.digest:
             for row in self.engine.index.images_by_manifest(reference.digest):
-                return self._load(row)
-            return None
+                return self._load(row), False
+            return None, False
         row = self.engine.index.get_image(str(reference))
-        return self._load(row) if row else None
+        return (self._load(row) if row else None), True
+
+    def get(self, ref: str) -> StoredImage | None:
+        return self._find(ref)[0]
 
     def resolve(self, ref: str) -> ResolvedImage:
-        stored = self.get(ref)
+        stored, by_name = self._find(ref)
+        if stored is not None and self._on_resolve is not None:
+            self._on_resolve(ref, stored.name, stored.manifest_digest, by_name)
         if stored is None:
             raise ImageNotFoundError(
                 f"image {ref!r} is not in the local image store (add it with `shipyard import` or `shipyard load`)"

@@ -7,7 +7,6 @@ tests and several concurrent builds can each point at their own root.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -22,11 +21,16 @@ def default_root() -> Path:
     return Path(xdg) / "shipyard"
 
 
-@dataclass(frozen=True)
 class StateDir:
     """Paths inside one state root. Creating the object creates nothing on disk."""
 
-    root: Path
+    __slots__ = ("root",)
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"StateDir({str(self.root)!r})"
 
     @property
     def index_db(self) -> Path:

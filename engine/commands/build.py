@@ -1,4 +1,10 @@
-"""`shipyard build`: Dockerfile → graph → solve → image store / outputs → report."""
+"""`shipyard build`: Dockerfile → graph → solve → image store / outputs → report.
+
+Two paths. The normal one parses, lowers, solves and exports. Before it, the
+whole-build memo (`engine.buildmemo`) is consulted: when every input of the last
+identical build is provably unchanged, the result is reported straight away. Module
+imports here stay light because the memo path must not pay for the frontend.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +15,26 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from engine.commands.common import isolate_mounts, state_root
-from engine.errors import BuildStepError, ShipyardError, UsageError
-from engine.progress.events import BuildMessage, BuildPlanned, Event, EventBus
+from engine.errors import BuildStepError, UsageError
 
 log = logging.getLogger("shipyard.build")
 
 
-@dataclass
 class _Renderer:
-    handle: Callable[[Event], None]
-    close: Callable[[], None]
+    """A progress renderer and how to close it (once)."""
+
+    def __init__(self, handle: Callable[[Any], None], close: Callable[[], None]) -> None:
+        self.handle = handle
+        self._close = close
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
 
 
 def pick_renderer(mode: str) -> _Renderer | None:
@@ -61,76 +73,138 @@ def parse_build_args(values: list[str]) -> dict[str, str]:
 def _dockerfile_path(args: argparse.Namespace) -> tuple[str, str]:
     """(path to read, name to show in errors)."""
     if args.file:
-        return args.file, args.file if args.file == "-" else os.path.relpath(args.file) if not os.path.isabs(args.file) else args.file
+        return args.file, args.file
     return os.path.join(args.context, "Dockerfile"), "Dockerfile"
 
 
-def run_build(args: argparse.Namespace) -> int:
-    started = time.time()
-    if not os.path.isdir(args.context):
-        raise UsageError(f"build context {args.context!r} is not a directory")
-    from engine.outputs import parse_output
+class _BuildRun:
+    """One `shipyard build` invocation: its inputs, its state handles, its reporting."""
 
-    outputs = [parse_output(o) for o in args.output]
-    build_args = parse_build_args(args.build_arg)
-    path, shown_name = _dockerfile_path(args)
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except FileNotFoundError:
-        raise UsageError(f"Dockerfile not found: {path}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: the Dockerfile is not UTF-8 text") from None
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.started = time.time()
+        if not os.path.isdir(args.context):
+            raise UsageError(f"build context {args.context!r} is not a directory")
+        self.outputs = []
+        if args.output:
+            from engine.outputs import parse_output
 
-    isolate_mounts()
-    from engine.debuglog import DebugLog
-    from engine.solver.context import Engine
+            self.outputs = [parse_output(o) for o in args.output]
+        self.build_args = parse_build_args(args.build_arg)
+        path, self.filename = _dockerfile_path(args)
+        try:
+            self.text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        except FileNotFoundError:
+            raise UsageError(f"Dockerfile not found: {path}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: the Dockerfile is not UTF-8 text") from None
+        self.wants_image = bool(args.tag or self.outputs or args.metadata_file or args.quiet)
 
-    engine = Engine.open(state_root(args), runtime=args.runtime)
-    debug = DebugLog(engine.state.logs)
-    try:
-        return _build(args, engine, debug, text, shown_name, build_args, outputs, started)
-    finally:
-        engine.close()
-        debug.finish()
+    def run(self) -> int:
+        from cache.index import CacheIndex
+        from engine.debuglog import DebugLog
+        from engine.progress.events import EventBus
+        from engine.state import StateDir
 
+        isolate_mounts()
+        state = StateDir(state_root(self.args)).ensure()
+        index = CacheIndex(state.index_db)
+        debug = DebugLog(state.logs)
+        self.bus = EventBus()
+        self.renderer = pick_renderer("quiet" if self.args.quiet else self.args.progress)
+        if self.renderer is not None:
+            self.bus.subscribe(self.renderer.handle)
+        self.bus.subscribe(_debug_subscriber(debug))
+        log.info("build %s (context %s, root %s)", self.filename, os.path.abspath(self.args.context), state.root)
+        try:
+            memo_key = None
+            if not self.args.no_cache and not self.outputs:
+                from engine.buildmemo import memo_key as make_key
+                from engine.buildmemo import verified_memo
 
-def _build(args, engine, debug, text, shown_name, build_args, outputs, started) -> int:  # type: ignore[no-untyped-def]
-    from engine.images import ImageStore
-    from engine.solver.solver import Solver
-    from frontends.dockerfile.lowering import BuildParams, lower_dockerfile
-    from frontends.dockerfile.parser import parse_dockerfile
+                memo_key = make_key(
+                    dockerfile=self.text,
+                    filename=self.filename,
+                    context=self.args.context,
+                    target=self.args.target or "",
+                    build_args=self.build_args,
+                )
+                memo = verified_memo(index, memo_key)
+                if memo is not None and (memo["image"] or not self.wants_image):
+                    return self._from_memo(index, memo)
+            return self._full_build(state.root, index, memo_key, debug)
+        finally:
+            if self.renderer is not None:
+                self.renderer.close()
+            index.close()
+            debug.finish()
 
-    log.info("build %s (context %s, root %s)", shown_name, os.path.abspath(args.context), engine.state.root)
-    dockerfile = parse_dockerfile(text, shown_name)
-    store = ImageStore(engine)
-    params = BuildParams(
-        context_path=os.path.abspath(args.context),
-        target=args.target or "",
-        build_args=build_args,
-    )
-    lowered = lower_dockerfile(dockerfile, params, store)
+    # ------------------------------------------------------------------ the memo path
 
-    bus = EventBus()
-    renderer = pick_renderer("quiet" if args.quiet else args.progress)
-    if renderer is not None:
-        bus.subscribe(renderer.handle)
-    bus.subscribe(_debug_subscriber(debug))
-    bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
-    solver = Solver(engine, bus, lowered.meta, no_cache=args.no_cache, max_parallel=max(1, args.max_parallelism))
-    previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
-    try:
+    def _from_memo(self, index, memo: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
+        from engine.progress.events import BuildMessage, BuildPlanned, VertexCached
+
+        seen: set[str] = set()
+        unique = [s for s in memo["steps"] if not (s["cache_key"] in seen or seen.add(s["cache_key"]))]
+        self.bus.publish(BuildPlanned(len(unique)))
+        for step in unique:
+            self.bus.publish(VertexCached(step["cache_key"], step["name"]))
+        manifest, config = memo["image"] or ("", "")
+        if self.args.tag:
+            from engine.reference import parse_reference
+
+            for name in self.args.tag:
+                normalized = str(parse_reference(name))
+                index.put_image(normalized, manifest, config, memo["snapshot"])
+                self.bus.publish(BuildMessage(f"naming to {normalized} done"))
+        steps = [dict(name=s["name"], cached=True, duration_s=0.0, cache_key=s["cache_key"]) for s in memo["steps"]]
+        summary = _summary_line(steps, time.time() - self.started)
+        self.bus.publish(BuildMessage(summary))
+        log.info("%s (whole-build memo)", summary)
+        self._finish(manifest, config, steps)
+        return 0
+
+    # ------------------------------------------------------------------ the normal path
+
+    def _full_build(self, root, index, memo_key: str | None, debug) -> int:  # type: ignore[no-untyped-def]
+        from engine.buildmemo import Recorder
+        from engine.graph.ops import SOURCE_OPS
+        from engine.images import ImageStore
+        from engine.progress.events import BuildMessage, BuildPlanned
+        from engine.solver.context import Engine
+        from engine.solver.solver import Solver
+        from frontends.dockerfile.lowering import BuildParams, lower_dockerfile
+        from frontends.dockerfile.parser import parse_dockerfile
+
+        engine = Engine.open(root, runtime=self.args.runtime, index=index)
+        recorder = Recorder()
+        dockerfile = parse_dockerfile(self.text, self.filename)
+        store = ImageStore(engine, on_resolve=recorder.image)
+        params = BuildParams(
+            context_path=os.path.abspath(self.args.context), target=self.args.target or "", build_args=self.build_args
+        )
+        lowered = lower_dockerfile(dockerfile, params, store)
+        self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
+        solver = Solver(
+            engine,
+            self.bus,
+            lowered.meta,
+            no_cache=self.args.no_cache,
+            max_parallel=max(1, self.args.max_parallelism),
+            on_selection=recorder.selection,
+        )
+        previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
         try:
             outcome = solver.solve([lowered.target])
         except BuildStepError as exc:
-            _print_failure(exc, renderer)
+            self._print_failure(exc)
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
-        digest = ""
-        config_digest = ""
         result = outcome.results[lowered.target.digest]
-        wants_image = args.tag or outputs or args.metadata_file or args.quiet
-        if wants_image:
+        digest = config_digest = ""
+        image: tuple[str, str] | None = None
+        if self.wants_image:
             from engine.exporters import export
             from engine.images import assemble_image
             from engine.layers import LayerBlobs
@@ -138,50 +212,84 @@ def _build(args, engine, debug, text, shown_name, build_args, outputs, started) 
             blobs = LayerBlobs(engine)
             built = assemble_image(engine, blobs, lowered.image, result.snapshot)
             digest, config_digest = built.manifest_digest, built.config_digest
-            if args.tag:
-                for name in store.put(args.tag, built):
-                    bus.publish(BuildMessage(f"naming to {name} done"))
-            for spec in outputs:
-                exported = export(engine, blobs, built, spec, tuple(args.tag))
-                bus.publish(BuildMessage(f"exporting to {spec.type} {spec.dest} done"))
+            image = (digest, config_digest)
+            for name in store.put(self.args.tag, built):
+                self.bus.publish(BuildMessage(f"naming to {name} done"))
+            for spec in self.outputs:
+                exported = export(engine, blobs, built, spec, tuple(self.args.tag))
+                self.bus.publish(BuildMessage(f"exporting to {spec.type} {spec.dest} done"))
                 if exported:
                     digest = exported
-        summary = _summary(lowered, outcome, time.time() - started)
-        bus.publish(BuildMessage(summary))
+        steps = _step_entries(lowered, outcome)
+        if memo_key is not None and recorder.memoizable:
+            target_state = outcome.states[lowered.target.digest]
+            recorder.record(
+                index,
+                memo_key,
+                step_keys=[s.key for s in outcome.states.values() if s.key and not isinstance(s.vertex.op, SOURCE_OPS)],
+                target_key=target_state.key or "",
+                snapshot=result.snapshot,
+                image=image,
+                steps=[{"name": s["name"], "cache_key": s["cache_key"]} for s in steps],
+            )
+        summary = _summary_line(steps, time.time() - self.started)
+        self.bus.publish(BuildMessage(summary))
         log.info(summary)
-    finally:
-        if renderer is not None:
-            renderer.close()
-    if args.metadata_file:
-        _write_metadata(args.metadata_file, lowered, outcome, digest, config_digest)
-    if args.quiet:
-        print(config_digest)
-    return 0
+        self._finish(digest, config_digest, steps)
+        return 0
+
+    # ------------------------------------------------------------------ reporting
+
+    def _finish(self, digest: str, config_digest: str, steps: list[dict[str, Any]]) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+        if self.args.metadata_file:
+            data = {
+                "containerimage.digest": digest,
+                "containerimage.config.digest": config_digest,
+                "shipyard.steps": steps,
+            }
+            tmp = f"{self.args.metadata_file}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, self.args.metadata_file)
+        if self.args.quiet:
+            print(config_digest)
+
+    def _print_failure(self, exc: BuildStepError) -> None:
+        """BuildKit's failure block: the step and the tail of its output; the CLI adds the error line."""
+        if self.renderer is not None:
+            self.renderer.close()
+        lines = ["------", f" > {exc.step}:", *exc.output_tail, "------"]
+        print("\n".join(lines), file=sys.stderr)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    return _BuildRun(args).run()
 
 
 def _debug_subscriber(debug):  # type: ignore[no-untyped-def]
-    from engine.progress.events import VertexCached, VertexCompleted, VertexStarted
-
     logger = logging.getLogger("shipyard.solver")
     attached = False
 
-    def handle(event: Event) -> None:
+    def handle(event: Any) -> None:
         nonlocal attached
-        match event:
-            case VertexStarted(name=name):
-                if not attached:
-                    attached = True
-                    debug.attach_in_background()
-                logger.info("start %s", name)
-            case VertexCached(name=name):
-                logger.debug("cached %s", name)
-            case VertexCompleted(name=name, duration=duration, error=error):
-                logger.info("done %s in %.3fs%s", name, duration, f" error: {error}" if error else "")
+        kind = type(event).__name__
+        if kind == "VertexStarted":
+            if not attached:
+                attached = True
+                debug.attach_in_background()
+            logger.info("start %s", event.name)
+        elif kind == "VertexCached":
+            logger.debug("cached %s", event.name)
+        elif kind == "VertexCompleted":
+            logger.info("done %s in %.3fs%s", event.name, event.duration, f" error: {event.error}" if event.error else "")
 
     return handle
 
 
-def _step_entries(lowered, outcome) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def _step_entries(lowered, outcome) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     entries = []
     for step in lowered.steps:
         state = outcome.states.get(step.vertex)
@@ -196,30 +304,6 @@ def _step_entries(lowered, outcome) -> list[dict[str, object]]:  # type: ignore[
     return entries
 
 
-def _summary(lowered, outcome, wall: float) -> str:  # type: ignore[no-untyped-def]
-    entries = _step_entries(lowered, outcome)
-    executed = sum(1 for e in entries if not e["cached"])
-    return f"Build finished in {wall:.2f}s: {len(entries)} steps, {len(entries) - executed} cached, {executed} executed"
-
-
-def _write_metadata(path: str, lowered, outcome, digest: str, config_digest: str) -> None:  # type: ignore[no-untyped-def]
-    data = {
-        "containerimage.digest": digest,
-        "containerimage.config.digest": config_digest,
-        "shipyard.steps": _step_entries(lowered, outcome),
-    }
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _print_failure(exc: BuildStepError, renderer: _Renderer | None) -> None:
-    """BuildKit's failure block: the step, the tail of its output; the CLI adds the error line."""
-    if renderer is not None:
-        renderer.close()
-    lines = ["------", f" > {exc.step}:"]
-    lines += [f"{line}" for line in exc.output_tail]
-    lines.append("------")
-    print("\n".join(lines), file=sys.stderr)
+def _summary_line(steps: list[dict[str, Any]], wall: float) -> str:
+    executed = sum(1 for s in steps if not s["cached"])
+    return f"Build finished in {wall:.2f}s: {len(steps)} steps, {len(steps) - executed} cached, {executed} executed"

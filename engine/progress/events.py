@@ -1,5 +1,8 @@
 """Solver events and the bus renderers subscribe to.
 
+Events are NamedTuples (cheap to define: the no-op rebuild path imports this module);
+`at` is stamped by the bus when the publisher leaves it 0.
+
 The solver publishes; the tty, plain and JSON renderers and the metadata writer
 subscribe. Tests assert on events, not on terminal bytes.
 """
@@ -8,66 +11,58 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Callable, NamedTuple, Union
 
 
-@dataclass(frozen=True)
-class VertexStarted:
+class VertexStarted(NamedTuple):
     vertex: str
     name: str
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class VertexCached:
+class VertexCached(NamedTuple):
     vertex: str
     name: str
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class VertexCompleted:
+class VertexCompleted(NamedTuple):
     vertex: str
     name: str
     duration: float
     error: str = ""
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class VertexLog:
+class VertexLog(NamedTuple):
     vertex: str
     stream: int
     data: bytes
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class VertexStatus:
+class VertexStatus(NamedTuple):
     """Progress inside a vertex: bytes hashed, layers exported, files copied."""
 
     vertex: str
     label: str
     current: int
     total: int = 0
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class BuildPlanned:
+class BuildPlanned(NamedTuple):
     """How many vertices this build will report (for the `(done/total)` counter)."""
 
     total: int
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
-@dataclass(frozen=True)
-class BuildMessage:
+class BuildMessage(NamedTuple):
     """A line for the user that belongs to no vertex (exports, the summary)."""
 
     text: str
-    at: float = field(default_factory=time.time)
+    at: float = 0.0
 
 
 Event = Union[VertexStarted, VertexCached, VertexCompleted, VertexLog, VertexStatus, BuildPlanned, BuildMessage]
@@ -86,6 +81,8 @@ class EventBus:
             self._subscribers.append(subscriber)
 
     def publish(self, event: Event) -> None:
+        if not event.at:
+            event = event._replace(at=time.time())
         with self._lock:
             for subscriber in self._subscribers:
                 subscriber(event)

@@ -34,9 +34,11 @@ class Engine:
     _runtime_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def open(cls, root: Path, runtime: str = "auto", snapshotter: str | None = None) -> "Engine":
+    def open(
+        cls, root: Path, runtime: str = "auto", snapshotter: str | None = None, index: CacheIndex | None = None
+    ) -> "Engine":
         state = StateDir(root).ensure()
-        index = CacheIndex(state.index_db)
+        index = index or CacheIndex(state.index_db)
         store = ContentStore(state.blobs, state.tmp)
         return cls(state, index, store, _pick_snapshotter(state, index, snapshotter), runtime)
 

@@ -72,6 +72,7 @@ class Solver:
         no_cache: bool = False,
         max_parallel: int = DEFAULT_PARALLELISM,
         context_excludes: Callable[[LocalSource], Callable[[str, bool], bool] | None] | None = None,
+        on_selection: Callable[[str, list[str], bool, bool, list[str], str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -79,6 +80,7 @@ class Solver:
         self.no_cache = no_cache
         self.max_parallel = max_parallel
         self._context_excludes = context_excludes
+        self._on_selection = on_selection
         self._hashers: dict[str, ContextHasher] = {}
         self._cancel = threading.Event()
 
@@ -119,11 +121,17 @@ class Solver:
 
     def _local_digest(self, vertex: Vertex, actions: list[CopyAction]) -> str:
         assert isinstance(vertex.op, LocalSource)
-        hasher = self._hasher(vertex.op)
-        return "|".join(
-            hasher.digest_selection(a.src, follow_symlinks=a.follow_symlinks, allow_wildcard=a.allow_wildcard)
-            for a in actions
-        )
+        source = vertex.op
+        hasher = self._hasher(source)
+        digests = []
+        for a in actions:
+            digest = hasher.digest_selection(a.src, follow_symlinks=a.follow_symlinks, allow_wildcard=a.allow_wildcard)
+            if self._on_selection is not None:
+                self._on_selection(
+                    source.path, list(a.src), a.follow_symlinks, a.allow_wildcard, list(source.exclude_patterns), digest
+                )
+            digests.append(digest)
+        return "|".join(digests)
 
     def _compute_keys(self, order: list[Vertex], states: dict[str, VertexState]) -> None:
         for vertex in order:

@@ -253,3 +253,38 @@ def test_run_layer_holds_only_what_the_command_wrote(shipyard: Shipyard, tmp_pat
             with tarfile.open(fileobj=archive.extractfile(name)) as layer:
                 layers.append(sorted(m.name.rstrip("/") for m in layer.getmembers()))
     assert layers == [["made"], ["made", "made/file"]], layers
+
+
+def test_retagged_base_image_invalidates_a_no_op_rebuild(shipyard: Shipyard, project: Path, tmp_path: Path) -> None:
+    """A rebuild that looks like a no-op must still see a base image re-tagged under the same name."""
+    shipyard.build(project, "-t", "app:1")
+    _, cached = shipyard.build(project, "-t", "app:1")
+    assert all(steps(cached).values())
+    newbase = tmp_path / "newbase"
+    from tests.helpers import make_busybox_rootfs
+
+    make_busybox_rootfs(newbase)
+    (newbase / "etc" / "motd").write_text("a different base\n")
+    shipyard.run("import", str(newbase), "-t", "busybox:local")
+    _, meta = shipyard.build(project, "-t", "app:1")
+    assert not steps(meta)["[base 2/2] RUN mkdir -p /out && echo base > /out/base.txt"]
+    assert meta["containerimage.digest"] != cached["containerimage.digest"]
+
+
+def test_pruned_cache_record_is_not_trusted(runc_shipyard: Shipyard, project: Path) -> None:
+    """If the final step's cache record disappears, the next build really runs it again.
+
+    (A record below a hit may vanish without consequence: that step is not needed.)"""
+    import sqlite3
+
+    runc_shipyard.build(project, "-t", "app:1")
+    db = sqlite3.connect(runc_shipyard.root / "index.db")
+    key = next(
+        row[0] for row in db.execute("SELECT key, description FROM cache_keys") if "COPY --from=right" in row[1]
+    )
+    db.execute("DELETE FROM cache_keys WHERE key=?", (key,))
+    db.commit()
+    db.close()
+    _, meta = runc_shipyard.build(project, "-t", "app:1")
+    assert not steps(meta)["[stage-3 4/4] COPY --from=right /out/right.txt ./"]
+    assert steps(meta)["[right 2/2] RUN sleep 1 && echo right > /out/right.txt"]
