@@ -20,7 +20,6 @@ import os
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from cache.index import CacheIndex, StatRow
@@ -103,11 +102,15 @@ def timestamp_granularity_ns(path: str) -> int:
     return 1_000_000_000
 
 
-@dataclass
 class HashStats:
-    files_hashed: int = 0
-    bytes_hashed: int = 0
-    files_from_stat_cache: int = 0
+    """Counters of one hasher's work (a plain class: this module is on the no-op path)."""
+
+    __slots__ = ("files_hashed", "bytes_hashed", "files_from_stat_cache")
+
+    def __init__(self) -> None:
+        self.files_hashed = 0
+        self.bytes_hashed = 0
+        self.files_from_stat_cache = 0
 
 
 class ContextHasher:
@@ -131,6 +134,7 @@ class ContextHasher:
         self._dirty: dict[str, StatRow] = {}
         self._granularity = timestamp_granularity_ns(self.root)
         self._memo: dict[str, str] = {}
+        self._fingerprints: dict[str, tuple[str, str, int]] = {}
         self.stats = HashStats()
 
     def _rows(self) -> dict[str, StatRow]:
@@ -141,7 +145,8 @@ class ContextHasher:
     def flush(self) -> None:
         with self._lock:
             dirty, self._dirty = self._dirty, {}
-        self.index.save_stat_cache(self.root, dirty)
+            fingerprints, self._fingerprints = self._fingerprints, {}
+        self.index.save_stat_cache(self.root, dirty, fingerprints)
 
     # ---------------------------------------------------------------- entries
 
@@ -175,9 +180,11 @@ class ContextHasher:
             self._dirty[rel] = new_row
         return digest
 
-    def _dir_digest(self, rel: str, path: str, st: os.stat_result) -> str:
-        hasher = hashlib.sha256()
-        hasher.update(entry_digest(_TYPE_DIR, st.st_mode, 0, 0, "").encode())
+    def _scan(self, rel: str, path: str, st: os.stat_result) -> _Node:
+        """Stat (never read) a selected entry and, for a directory, everything below it."""
+        if not stat.S_ISDIR(st.st_mode):
+            return _Node(rel, path, st, None)
+        children: list[tuple[str, _Node]] = []
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -188,47 +195,104 @@ class ContextHasher:
                 if not is_dir:
                     continue
                 # An excluded directory may still hold re-included paths (`!` patterns).
-                child = self._dir_digest_filtered(child_rel, entry.path, child_st)
-                if child is None:
+                node = self._scan(child_rel, entry.path, child_st)
+                if not node.children:
                     continue
-            elif is_dir:
-                child = self._dir_digest(child_rel, entry.path, child_st)
             else:
-                child = self._file_digest(child_rel, entry.path, child_st)
-            hasher.update(b"\0" + entry.name.encode("utf-8", "surrogateescape") + b"\0" + child.encode())
+                node = self._scan(child_rel, entry.path, child_st)
+            children.append((entry.name, node))
+        return _Node(rel, path, st, children)
+
+    def _digest(self, node: _Node) -> str:
+        if node.children is None:
+            return self._file_digest(node.rel, node.path, node.st)
+        hasher = hashlib.sha256()
+        hasher.update(entry_digest(_TYPE_DIR, node.st.st_mode, 0, 0, "").encode())
+        for name, child in node.children:
+            hasher.update(b"\0" + name.encode("utf-8", "surrogateescape") + b"\0" + self._digest(child).encode())
         return hasher.hexdigest()
 
-    def _dir_digest_filtered(self, rel: str, path: str, st: os.stat_result) -> str | None:
-        """Digest of an excluded directory's re-included content, or None if nothing is."""
-        digest = self._dir_digest(rel, path, st)
-        empty = hashlib.sha256(entry_digest(_TYPE_DIR, st.st_mode, 0, 0, "").encode()).hexdigest()
-        return None if digest == empty else digest
-
-    def digest_of(self, selected: Selected) -> str:
-        """Digest of one selected path; symlinks the selection followed are already resolved."""
-        st = os.lstat(selected.host_path)
-        rel = os.path.relpath(selected.host_path, self.root)
-        rel = "" if rel == "." else rel
-        if stat.S_ISDIR(st.st_mode):
-            return self._dir_digest(rel, selected.host_path, st)
-        return self._file_digest(rel, selected.host_path, st)
+    def _select(self, sources: Sequence[str], follow_symlinks: bool, allow_wildcard: bool) -> list[tuple[str, str, _Node]]:
+        """(source, selected name, scanned tree) for every path the sources select."""
+        out = []
+        for src in sources:
+            for sel in select_sources(self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks):
+                rel = os.path.relpath(sel.host_path, self.root)
+                rel = "" if rel == "." else rel
+                out.append((src, sel.rel, self._scan(rel, sel.host_path, os.lstat(sel.host_path))))
+        return out
 
     def digest_selection(
         self, sources: Sequence[str], *, follow_symlinks: bool = True, allow_wildcard: bool = True
     ) -> str:
-        """One digest for every path the sources select, in order, with their names."""
-        memo_key = f"{follow_symlinks}:{allow_wildcard}:" + "\0".join(sources)
-        cached = self._memo.get(memo_key)
+        """One digest for every path the sources select, in order, with their names.
+
+        A fingerprint of the selection's stat data comes first: when it equals the one
+        recorded with the last digest (and that record is not racy), the digest is
+        reused without loading a single stat-cache row.
+        """
+        selector = f"{follow_symlinks}:{allow_wildcard}:" + "\0".join(sources)
+        cached = self._memo.get(selector)
         if cached is not None:
             return cached
-        hasher = hashlib.sha256()
-        for src in sources:
-            hasher.update(b"src\0" + src.encode() + b"\0")
-            for sel in select_sources(self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks):
-                hasher.update(sel.rel.encode("utf-8", "surrogateescape") + b"\0" + self.digest_of(sel).encode() + b"\0")
-        digest = "sha256:" + hasher.hexdigest()
-        self._memo[memo_key] = digest
+        started_ns = time.time_ns()
+        selected = self._select(sources, follow_symlinks, allow_wildcard)
+        fingerprint, newest = _fingerprint(selected)
+        known = self.index.get_fingerprint(self.root, selector)
+        if known is not None and known[0] == fingerprint and newest + self._granularity < known[2]:
+            digest = known[1]
+        else:
+            hasher = hashlib.sha256()
+            current_src = None
+            for src, rel, node in selected:
+                if src != current_src:
+                    hasher.update(b"src\0" + src.encode() + b"\0")
+                    current_src = src
+                hasher.update(rel.encode("utf-8", "surrogateescape") + b"\0" + self._digest(node).encode() + b"\0")
+            for src in sources:  # a source that selected nothing (empty wildcard) still counts
+                if src not in {s for s, _, _ in selected}:
+                    hasher.update(b"src\0" + src.encode() + b"\0")
+            digest = "sha256:" + hasher.hexdigest()
+            with self._lock:
+                self._fingerprints[selector] = (fingerprint, digest, started_ns)
+        self._memo[selector] = digest
         return digest
+
+
+class _Node:
+    """A scanned entry: stat data, and children (name, node) for a directory."""
+
+    __slots__ = ("rel", "path", "st", "children")
+
+    def __init__(self, rel: str, path: str, st: os.stat_result, children: list[tuple[str, "_Node"]] | None) -> None:
+        self.rel = rel
+        self.path = path
+        self.st = st
+        self.children = children
+
+
+def _fingerprint(selected: list[tuple[str, str, _Node]]) -> tuple[str, int]:
+    """A hash of every selected entry's name and stat data, and the newest change time seen."""
+    hasher = hashlib.sha256()
+    newest = 0
+    stack: list[_Node] = []
+    for src, rel, node in selected:
+        hasher.update(f"{src}\0{rel}\n".encode("utf-8", "surrogateescape"))
+        stack.append(node)
+        while stack:
+            current = stack.pop()
+            st = current.st
+            changed = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
+            if changed > newest:
+                newest = changed
+            hasher.update(
+                f"{current.rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_mode}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
+            if current.children:
+                stack.extend(node for _, node in reversed(current.children))
+    return hasher.hexdigest(), newest
 
 
 def tree_digest(root: str, selections: Iterable[Selected]) -> str:

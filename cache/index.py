@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,6 +57,14 @@ CREATE TABLE IF NOT EXISTS stat_cache(
     digest TEXT NOT NULL,
     hashed_ns INTEGER NOT NULL,
     PRIMARY KEY(root, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS selection_fingerprints(
+    root TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    hashed_ns INTEGER NOT NULL,
+    PRIMARY KEY(root, selector)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checksums(
     snapshot INTEGER NOT NULL,
@@ -292,10 +300,25 @@ class CacheIndex:
             )
         }
 
-    def save_stat_cache(self, root: str, rows: dict[str, StatRow]) -> None:
-        if not rows:
+    def get_fingerprint(self, root: str, selector: str) -> tuple[str, str, int] | None:
+        """(stat fingerprint, digest, when hashed) recorded for a selection of a context."""
+        rows = self._query(
+            "SELECT fingerprint, digest, hashed_ns FROM selection_fingerprints WHERE root=? AND selector=?",
+            (root, selector),
+        )
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def save_stat_cache(
+        self, root: str, rows: dict[str, StatRow], fingerprints: dict[str, tuple[str, str, int]] | None = None
+    ) -> None:
+        if not rows and not fingerprints:
             return
         with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO selection_fingerprints(root, selector, fingerprint, digest, hashed_ns)"
+                " VALUES(?,?,?,?,?)",
+                [(root, selector, *value) for selector, value in (fingerprints or {}).items()],
+            )
             db.executemany(
                 "INSERT OR REPLACE INTO stat_cache(root, path, size, mtime_ns, ctime_ns, ino, mode, digest, hashed_ns)"
                 " VALUES(?,?,?,?,?,?,?,?,?)",

@@ -77,5 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def entrypoint() -> None:
+    """The `shipyard` console script: `main`, then exit without interpreter teardown.
+
+    Tearing down the interpreter (module finalization, atexit) costs ~30 ms — a
+    quarter of a no-op rebuild. Everything that must reach disk has been written and
+    closed by then; the standard streams are flushed here.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()

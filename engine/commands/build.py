@@ -106,7 +106,6 @@ class _BuildRun:
         from engine.progress.events import EventBus
         from engine.state import StateDir
 
-        isolate_mounts()
         state = StateDir(state_root(self.args)).ensure()
         index = CacheIndex(state.index_db)
         debug = DebugLog(state.logs)
@@ -176,6 +175,7 @@ class _BuildRun:
         from frontends.dockerfile.lowering import BuildParams, lower_dockerfile
         from frontends.dockerfile.parser import parse_dockerfile
 
+        isolate_mounts()
         engine = Engine.open(root, runtime=self.args.runtime, index=index)
         recorder = Recorder()
         dockerfile = parse_dockerfile(self.text, self.filename)

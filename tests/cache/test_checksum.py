@@ -68,7 +68,14 @@ def test_no_op_rehash_reads_no_file_contents(tmp_path, ctx, monkeypatch):
     monkeypatch.setattr(checksum, "_sha256_file", forbidden)
     again, _ = _hasher(tmp_path, ctx, index)
     assert again.digest_selection(["/"]) == first
-    assert again.stats.files_hashed == 0 and again.stats.files_from_stat_cache == 4  # 3 files and a symlink
+    # The selection's stat fingerprint matched: not even a stat-cache row was needed.
+    assert again.stats.files_hashed == 0 and again.stats.files_from_stat_cache == 0
+    assert again._cache is None
+    # Without the fingerprint, the per-file stat cache alone still avoids every read.
+    index._db.execute("DELETE FROM selection_fingerprints")
+    third, _ = _hasher(tmp_path, ctx, index)
+    assert third.digest_selection(["/"]) == first
+    assert third.stats.files_hashed == 0 and third.stats.files_from_stat_cache == 4  # 3 files and a symlink
 
 
 def test_racy_entry_is_rehashed_so_same_size_same_tick_edit_is_seen(tmp_path, ctx):
