@@ -16,6 +16,7 @@ hashed again, so a same-size edit in the same clock tick is never missed.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import stat
 import threading
@@ -181,27 +182,56 @@ class ContextHasher:
         return digest
 
     def _scan(self, rel: str, path: str, st: os.stat_result) -> _Node:
-        """Stat (never read) a selected entry and, for a directory, everything below it."""
+        """Stat (never read) a selected entry and everything below it, as a tree to digest."""
         if not stat.S_ISDIR(st.st_mode):
             return _Node(rel, path, st, None)
         children: list[tuple[str, _Node]] = []
         with os.scandir(path) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = list(it)
+        entries.sort(key=_by_name)
+        prefix = rel + "/" if rel else ""
         for entry in entries:
-            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            child_rel = prefix + entry.name
             child_st = entry.stat(follow_symlinks=False)
-            is_dir = stat.S_ISDIR(child_st.st_mode)
-            if self.excluded is not None and self.excluded(child_rel, is_dir):
-                if not is_dir:
-                    continue
-                # An excluded directory may still hold re-included paths (`!` patterns).
-                node = self._scan(child_rel, entry.path, child_st)
-                if not node.children:
-                    continue
-            else:
-                node = self._scan(child_rel, entry.path, child_st)
+            if self._skip(child_rel, child_st):
+                continue
+            node = self._scan(child_rel, entry.path, child_st)
+            if node.children == [] and self._excluded_dir(child_rel, child_st):
+                continue  # an excluded directory with nothing re-included below it
             children.append((entry.name, node))
         return _Node(rel, path, st, children)
+
+    def _skip(self, rel: str, st: os.stat_result) -> bool:
+        """An excluded file. (An excluded directory is still walked: `!` patterns may re-include below it.)"""
+        return self.excluded is not None and not stat.S_ISDIR(st.st_mode) and self.excluded(rel, False)
+
+    def _excluded_dir(self, rel: str, st: os.stat_result) -> bool:
+        return self.excluded is not None and self.excluded(rel, True)
+
+    def _stat_walk(self, rel: str, path: str, flat: list[object]) -> None:
+        """The fingerprint's walk: the lean twin of `_scan` (same entries, no tree built).
+
+        Each directory's children are followed by a None, so the pre-order list is
+        unambiguous without joining path strings.
+        """
+        with os.scandir(path) as it:
+            entries = list(it)
+        entries.sort(key=_by_name)
+        excluded = self.excluded
+        append = flat.append
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            mode = st.st_mode
+            if excluded is not None:
+                child_rel = f"{rel}/{entry.name}" if rel else entry.name
+                if not stat.S_ISDIR(mode) and excluded(child_rel, False):
+                    continue
+            else:
+                child_rel = ""
+            append((entry.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, mode))
+            if stat.S_ISDIR(mode):
+                self._stat_walk(child_rel, entry.path, flat)
+        append(None)
 
     def _digest(self, node: _Node) -> str:
         if node.children is None:
@@ -212,15 +242,23 @@ class ContextHasher:
             hasher.update(b"\0" + name.encode("utf-8", "surrogateescape") + b"\0" + self._digest(child).encode())
         return hasher.hexdigest()
 
-    def _select(self, sources: Sequence[str], follow_symlinks: bool, allow_wildcard: bool) -> list[tuple[str, str, _Node]]:
-        """(source, selected name, scanned tree) for every path the sources select."""
+    def _select(self, sources: Sequence[str], follow_symlinks: bool, allow_wildcard: bool) -> list[tuple[str, str, str, str]]:
+        """(source, selected name, path relative to the root, host path) for every selected entry."""
         out = []
         for src in sources:
             for sel in select_sources(self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks):
                 rel = os.path.relpath(sel.host_path, self.root)
-                rel = "" if rel == "." else rel
-                out.append((src, sel.rel, self._scan(rel, sel.host_path, os.lstat(sel.host_path))))
+                out.append((src, sel.rel, "" if rel == "." else rel, sel.host_path))
         return out
+
+    def _stat_fingerprint(self, selected: list[tuple[str, str, str, str]]) -> tuple[str, int]:
+        flat: list[object] = []
+        for src, name, rel, path in selected:
+            st = os.lstat(path)
+            flat.append((src, name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode))
+            if stat.S_ISDIR(st.st_mode):
+                self._stat_walk(rel, path, flat)
+        return _fingerprint(flat)
 
     def digest_selection(
         self, sources: Sequence[str], *, follow_symlinks: bool = True, allow_wildcard: bool = True
@@ -237,20 +275,21 @@ class ContextHasher:
             return cached
         started_ns = time.time_ns()
         selected = self._select(sources, follow_symlinks, allow_wildcard)
-        fingerprint, newest = _fingerprint(selected)
+        fingerprint, newest = self._stat_fingerprint(selected)
         known = self.index.get_fingerprint(self.root, selector)
         if known is not None and known[0] == fingerprint and newest + self._granularity < known[2]:
             digest = known[1]
         else:
             hasher = hashlib.sha256()
             current_src = None
-            for src, rel, node in selected:
+            for src, name, rel, path in selected:
                 if src != current_src:
                     hasher.update(b"src\0" + src.encode() + b"\0")
                     current_src = src
-                hasher.update(rel.encode("utf-8", "surrogateescape") + b"\0" + self._digest(node).encode() + b"\0")
+                node = self._scan(rel, path, os.lstat(path))
+                hasher.update(name.encode("utf-8", "surrogateescape") + b"\0" + self._digest(node).encode() + b"\0")
             for src in sources:  # a source that selected nothing (empty wildcard) still counts
-                if src not in {s for s, _, _ in selected}:
+                if src not in {s for s, _, _, _ in selected}:
                     hasher.update(b"src\0" + src.encode() + b"\0")
             digest = "sha256:" + hasher.hexdigest()
             with self._lock:
@@ -271,28 +310,18 @@ class _Node:
         self.children = children
 
 
-def _fingerprint(selected: list[tuple[str, str, _Node]]) -> tuple[str, int]:
-    """A hash of every selected entry's name and stat data, and the newest change time seen."""
-    hasher = hashlib.sha256()
-    newest = 0
-    stack: list[_Node] = []
-    for src, rel, node in selected:
-        hasher.update(f"{src}\0{rel}\n".encode("utf-8", "surrogateescape"))
-        stack.append(node)
-        while stack:
-            current = stack.pop()
-            st = current.st
-            changed = st.st_mtime_ns if st.st_mtime_ns > st.st_ctime_ns else st.st_ctime_ns
-            if changed > newest:
-                newest = changed
-            hasher.update(
-                f"{current.rel}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_mode}\n".encode(
-                    "utf-8", "surrogateescape"
-                )
-            )
-            if current.children:
-                stack.extend(node for _, node in reversed(current.children))
-    return hasher.hexdigest(), newest
+def _by_name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _fingerprint(flat: list[object]) -> tuple[str, int]:
+    """A hash of every selected entry's name and stat data, and the newest change time seen.
+
+    marshal serializes the whole list in C; its bytes are stable for equal data on one
+    Python version, which is all a local fingerprint needs (another version just misses).
+    """
+    newest = max((max(item[-4], item[-3]) for item in flat if item is not None), default=0)  # type: ignore[index]
+    return hashlib.sha256(marshal.dumps(flat)).hexdigest(), newest
 
 
 def tree_digest(root: str, selections: Iterable[Selected]) -> str:
