@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -65,6 +65,21 @@ CREATE TABLE IF NOT EXISTS selection_fingerprints(
     digest TEXT NOT NULL,
     hashed_ns INTEGER NOT NULL,
     PRIMARY KEY(root, selector)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS copy_lineage(
+    lineage TEXT PRIMARY KEY,
+    layer INTEGER NOT NULL REFERENCES layers(id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS layer_files(
+    layer INTEGER NOT NULL REFERENCES layers(id),
+    src TEXT NOT NULL,
+    dst TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY(layer, src)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checksums(
     snapshot INTEGER NOT NULL,
@@ -326,6 +341,35 @@ class CacheIndex:
                     (root, path, r.size, r.mtime_ns, r.ctime_ns, r.ino, r.mode, r.digest, r.hashed_ns)
                     for path, r in rows.items()
                 ],
+            )
+
+    # ----------------------------------------------------------------- COPY lineage (file reuse)
+
+    def get_lineage(self, lineage: str) -> tuple[str, list[tuple]] | None:
+        """The layer directory of the last run of a COPY, and where each source file went."""
+        rows = self._query(
+            "SELECT l.id, l.dir FROM copy_lineage c JOIN layers l ON l.id = c.layer WHERE c.lineage=?", (lineage,)
+        )
+        if not rows:
+            return None
+        layer_id, layer_dir = rows[0]
+        files = self._query(
+            "SELECT src, dst, size, mtime_ns, ctime_ns, ino, recorded_ns FROM layer_files WHERE layer=?", (layer_id,)
+        )
+        return layer_dir, files
+
+    def set_lineage(self, lineage: str, layer_id: int, files: list[tuple]) -> None:
+        with self.transaction() as db:
+            previous = db.execute("SELECT layer FROM copy_lineage WHERE lineage=?", (lineage,)).fetchone()
+            db.execute("INSERT OR REPLACE INTO copy_lineage(lineage, layer) VALUES(?, ?)", (lineage, layer_id))
+            if previous and previous[0] != layer_id:
+                still_used = db.execute("SELECT 1 FROM copy_lineage WHERE layer=? LIMIT 1", (previous[0],)).fetchone()
+                if not still_used:
+                    db.execute("DELETE FROM layer_files WHERE layer=?", (previous[0],))
+            db.executemany(
+                "INSERT OR REPLACE INTO layer_files(layer, src, dst, size, mtime_ns, ctime_ns, ino, recorded_ns)"
+                " VALUES(?,?,?,?,?,?,?,?)",
+                [(layer_id, *row) for row in files],
             )
 
     # ----------------------------------------------------------------- snapshot checksums

@@ -45,6 +45,8 @@ class ActiveSnapshot:
     parent: int | None
     mounted: bool = False
     manifest: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    direct: bool = False
+    """`root` is the new layer directory itself, filled directly (see `prepare_layer`)."""
 
 
 class Snapshotter(Protocol):
@@ -52,6 +54,8 @@ class Snapshotter(Protocol):
     layer_format: str
 
     def prepare(self, parent: int | None) -> ActiveSnapshot: ...
+
+    def prepare_layer(self, parent: int | None) -> ActiveSnapshot: ...
 
     def commit(self, active: ActiveSnapshot) -> int: ...
 
@@ -83,6 +87,16 @@ class _Base:
         path = self.layers_dir / name
         (path / "fs").mkdir(parents=True)
         return name, path
+
+    def prepare_layer(self, parent: int | None) -> ActiveSnapshot:
+        """A fresh, empty layer directory on top of `parent`, written to directly (no mount).
+
+        For steps whose result is known to be exactly "these new entries on top of the
+        parent" (see `engine.solver.direct_copy`): no overlay, no materialized tree, and
+        files in it can be hard links to identical files of older immutable layers.
+        """
+        name, path = self._new_layer()
+        return ActiveSnapshot(root=str(path / "fs"), layer_name=name, parent=parent, direct=True)
 
     def _record(self, active: ActiveSnapshot) -> int:
         return self.index.add_snapshot(active.parent, active.layer_name, self.layer_format)
@@ -194,14 +208,16 @@ class CopySnapshotter(_Base):
         return ActiveSnapshot(root=str(target), layer_name=name, parent=parent, manifest=manifest)
 
     def commit(self, active: ActiveSnapshot) -> int:
-        try:
-            write_changes(active.root, active.manifest, self.layer_path(active.layer_name))
-        finally:
-            shutil.rmtree(active.root, ignore_errors=True)
+        if not active.direct:
+            try:
+                write_changes(active.root, active.manifest, self.layer_path(active.layer_name))
+            finally:
+                shutil.rmtree(active.root, ignore_errors=True)
         return self._record(active)
 
     def abort(self, active: ActiveSnapshot) -> None:
-        shutil.rmtree(active.root, ignore_errors=True)
+        if not active.direct:
+            shutil.rmtree(active.root, ignore_errors=True)
         self._discard_layer(active.layer_name)
 
     @contextmanager

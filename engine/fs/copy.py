@@ -49,7 +49,7 @@ import posixpath
 import queue
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.errors import ContextError, ShipyardError
@@ -100,6 +100,14 @@ class CopyOptions:
     directories recreated from the source tree."""
     timestamp_ns: int | None = None
     """Set atime/mtime of everything copied to this instant (SOURCE_DATE_EPOCH)."""
+    reuse: Callable[[str, os.stat_result], str | None] | None = None
+    """Given a source file and its stat, a path to an identical immutable file to hard-link
+    instead of copying bytes (an earlier layer of the same COPY), or None. The copier
+    still checks that the candidate's size, owner, mode and mtime are exactly what a copy
+    would have; the oracle vouches only for the content. Called from worker threads."""
+    on_file: Callable[[str, str, os.stat_result], None] | None = None
+    """Called (from worker threads) with (source, destination, source stat) for every
+    regular file copied or linked, so the caller can remember where each one went."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +169,8 @@ class _Meta:
     timestamp_ns: int | None
     chown: bool
     """Whether ownership can be set at all (root, possibly in a user namespace)."""
+    reuse: Callable[[str, os.stat_result], str | None] | None = None
+    on_file: Callable[[str, str, os.stat_result], None] | None = None
 
     def ids(self, st: os.stat_result) -> tuple[int, int]:
         if self.owner is not None:
@@ -252,7 +262,9 @@ class _Copier:
         self.include = include
         self.exclude = exclude
         self.can_chown = os.geteuid() == 0
-        self.meta = _Meta(opts.owner, opts.preserve_owner, chmod, opts.timestamp_ns, self.can_chown)
+        self.meta = _Meta(
+            opts.owner, opts.preserve_owner, chmod, opts.timestamp_ns, self.can_chown, opts.reuse, opts.on_file
+        )
         self.pool = _DataPool(self.meta)
         self.finished: list[_Frame] = []
         """Copied directories in post-order; their metadata is applied last."""
@@ -735,6 +747,31 @@ class _DataPool:
                 self.bytes += nbytes
                 self.hardlinks += links
 
+    def _reused(self, src: str, sfd: int, st: os.stat_result, dst: str) -> bool:
+        """Hard-link an identical file from an earlier layer instead of copying, when allowed."""
+        reuse = self.meta.reuse
+        if reuse is None or st.st_nlink > 1:
+            return False
+        candidate = reuse(src, st)
+        if candidate is None:
+            return False
+        try:
+            cst = os.lstat(candidate)
+            if (
+                not stat.S_ISREG(cst.st_mode)
+                or cst.st_size != st.st_size
+                or stat.S_IMODE(cst.st_mode) != self.meta.perm(st)
+                or cst.st_mtime_ns != self.meta.times(st)[1]
+                or (self.meta.chown and (cst.st_uid, cst.st_gid) != self.meta.ids(st))
+                or os.listxattr(sfd)
+                or os.listxattr(candidate, follow_symlinks=False)
+            ):
+                return False
+            os.link(candidate, dst, follow_symlinks=False)
+        except OSError:
+            return False
+        return True
+
     def _copy_file(self, src: str, dst: str) -> int:
         """Copy one regular file; the number of bytes, or -1 when it became a hardlink."""
         meta = self.meta
@@ -744,6 +781,10 @@ class _DataPool:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "source changed during the copy (no longer a regular file)", src)
+            if self._reused(src, sfd, st, dst):
+                if meta.on_file is not None:
+                    meta.on_file(src, dst, st)
+                return 0
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 with self._lock:
@@ -772,6 +813,8 @@ class _DataPool:
                     except OSError:
                         pass
             os.utime(dfd, ns=meta.times(st))
+            if meta.on_file is not None and st.st_nlink == 1:
+                meta.on_file(src, dst, st)
             return size
         finally:
             os.close(sfd)

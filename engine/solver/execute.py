@@ -154,6 +154,9 @@ def _run_exec(
 
 
 def _run_file(engine: Engine, op: FileOp, inputs: list[Result]) -> int:
+    direct = _try_direct_copy(engine, op, inputs)
+    if direct is not None:
+        return direct
     snapshotter = engine.snapshotter
     base = _input(inputs, op.base)
     active = snapshotter.prepare(base.snapshot)
@@ -184,6 +187,78 @@ def _run_file(engine: Engine, op: FileOp, inputs: list[Result]) -> int:
         raise
 
 
+def _select_all(src_root: str, action: CopyAction) -> list:  # type: ignore[type-arg]
+    from engine.fs.selection import select_sources
+
+    selected = []
+    for src in action.src:
+        selected.extend(
+            select_sources(
+                src_root,
+                src,
+                allow_wildcard=action.allow_wildcard,
+                follow_symlinks=action.follow_symlinks,
+                allow_empty_wildcard=action.allow_empty_wildcard,
+            )
+        )
+    return selected
+
+
+def _copy_options(action: CopyAction, owner: tuple[int, int] | None, from_context: bool, **hooks: object):  # type: ignore[no-untyped-def]
+    from engine.fs.copy import CopyOptions
+
+    return CopyOptions(
+        owner=owner,
+        preserve_owner=not from_context,
+        mode=action.mode,
+        mode_str=action.mode_str,
+        dir_contents_only=action.dir_contents_only,
+        create_dest_path=action.create_dest_path,
+        include_patterns=action.include_patterns,
+        exclude_patterns=action.exclude_patterns,
+        parents=action.parents,
+        **hooks,  # type: ignore[arg-type]
+    )
+
+
+def _try_direct_copy(engine: Engine, op: FileOp, inputs: list[Result]) -> int | None:
+    """A single COPY written straight into a fresh layer, when the base allows (see direct_copy)."""
+    from engine.fs.copy import copy_into
+    from engine.solver import direct_copy
+
+    if len(op.actions) != 1 or not isinstance(op.actions[0], CopyAction) or os.environ.get("SHIPYARD_NO_DIRECT_COPY"):
+        return None
+    action = op.actions[0]
+    base, source = _input(inputs, op.base), _input(inputs, action.source)
+    snapshotter = engine.snapshotter
+    with ExitStack() as stack:
+        src_root = source.context_path or stack.enter_context(snapshotter.view(source.snapshot))
+        base_root = stack.enter_context(snapshotter.view(base.snapshot))
+        selected = _select_all(src_root, action)
+        plan = direct_copy.plan_direct(base_root, action, selected)
+        if plan is None:
+            return None
+        owner = resolve_owner(base_root, action.owner)
+        reuse = None
+        hooks: dict[str, object] = {}
+        if source.context_path is not None:
+            lineage = direct_copy.lineage_of(action, source.context_path)
+            reuse = direct_copy.LayerReuse(engine.index, str(engine.state.layers), lineage, source.context_path)
+            hooks = {"reuse": reuse.candidate, "on_file": reuse.copied}
+        active = snapshotter.prepare_layer(base.snapshot)
+        try:
+            direct_copy.recreate_dirs(active.root, plan)
+            copy_into(src_root, selected, active.root, action.dest, _copy_options(action, owner, source.context_path is not None, **hooks))
+            direct_copy.restore_ancestor_times(active.root, plan)
+            snapshot = snapshotter.commit(active)
+        except BaseException:
+            snapshotter.abort(active)
+            raise
+    if reuse is not None:
+        reuse.record(active.root, engine.index.snapshot(snapshot).layer.id)
+    return snapshot
+
+
 def resolve_owner(root: str, owner: Owner | None) -> tuple[int, int] | None:
     """`--chown` semantics: names from the destination's /etc files; a lone user means gid = uid."""
     if owner is None:
@@ -198,32 +273,10 @@ def resolve_owner(root: str, owner: Owner | None) -> tuple[int, int] | None:
 
 
 def _copy(src_root: str, dest_root: str, action: CopyAction, from_context: bool) -> None:
-    from engine.fs.copy import CopyOptions, copy_into
-    from engine.fs.selection import select_sources
+    from engine.fs.copy import copy_into
 
-    selected = []
-    for src in action.src:
-        selected.extend(
-            select_sources(
-                src_root,
-                src,
-                allow_wildcard=action.allow_wildcard,
-                follow_symlinks=action.follow_symlinks,
-                allow_empty_wildcard=action.allow_empty_wildcard,
-            )
-        )
-    opts = CopyOptions(
-        owner=resolve_owner(dest_root, action.owner),
-        preserve_owner=not from_context,
-        mode=action.mode,
-        mode_str=action.mode_str,
-        dir_contents_only=action.dir_contents_only,
-        create_dest_path=action.create_dest_path,
-        include_patterns=action.include_patterns,
-        exclude_patterns=action.exclude_patterns,
-        parents=action.parents,
-    )
-    copy_into(src_root, selected, dest_root, action.dest, opts)
+    selected = _select_all(src_root, action)
+    copy_into(src_root, selected, dest_root, action.dest, _copy_options(action, resolve_owner(dest_root, action.owner), from_context))
 
 
 def _chown(path: str, owner: tuple[int, int] | None) -> None:

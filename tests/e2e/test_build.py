@@ -287,3 +287,63 @@ def test_pruned_cache_record_is_not_trusted(runc_shipyard: Shipyard, project: Pa
     _, meta = runc_shipyard.build(project, "-t", "app:1")
     assert not steps(meta)["[stage-3 4/4] COPY --from=right /out/right.txt ./"]
     assert steps(meta)["[right 2/2] RUN sleep 1 && echo right > /out/right.txt"]
+
+
+def _layer_members(archive_path: Path) -> list[list[tuple]]:
+    """Every layer's entries with the metadata an image carries (dir mtimes aside)."""
+    import hashlib
+    import tarfile
+
+    out = []
+    with tarfile.open(archive_path) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+        for name in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=archive.extractfile(name)) as layer:
+                entries = []
+                for m in layer.getmembers():
+                    data = layer.extractfile(m).read() if m.isfile() else b""
+                    mtime = None if m.isdir() else m.mtime
+                    entries.append((m.name, m.type, m.mode, m.uid, m.gid, m.size, m.linkname, mtime, hashlib.sha256(data).hexdigest()))
+                out.append(entries)
+    return out
+
+
+def test_direct_copy_layers_equal_overlay_copy_layers(runc_shipyard: Shipyard, tmp_path: Path) -> None:
+    """Copying straight into a fresh layer gives the same layers as copying through the overlay."""
+    ctx = tmp_path / "eq"
+    write(
+        ctx / "Dockerfile",
+        "FROM busybox:local\nRUN mkdir -p /app/conf /opt/svc && chmod 700 /app/conf && chown 1000:1000 /app/conf "
+        "&& chmod 750 /app && chown 1000:50 /app && chmod 711 /opt && chown 2:2 /opt && chmod 1777 /opt/svc "
+        "&& echo base > /app/conf/base.ini\n"
+        "WORKDIR /app\nCOPY requirements.txt .\nCOPY . .\nCOPY --chown=app:staff main.py /opt/svc/\nCOPY conf /etc/\n",
+    )
+    write(ctx / "requirements.txt", "flask\n")
+    write(ctx / "main.py", "print('hi')\n")
+    write(ctx / "conf" / "app.ini", "[app]\n")
+    os.chmod(ctx / "main.py", 0o755)
+    direct, overlay = tmp_path / "direct.tar", tmp_path / "overlay.tar"
+    runc_shipyard.build(ctx, "--output", f"type=docker,dest={direct}")
+    runc_shipyard.env = {"SHIPYARD_NO_DIRECT_COPY": "1"}
+    runc_shipyard.build(ctx, "--no-cache", "--output", f"type=docker,dest={overlay}")
+    assert _layer_members(direct) == _layer_members(overlay)
+
+
+def test_unchanged_files_are_hard_links_to_the_previous_copy(runc_shipyard: Shipyard, tmp_path: Path) -> None:
+    ctx = tmp_path / "reuse"
+    write(ctx / "Dockerfile", "FROM busybox:local\nCOPY . /src\nRUN cat /src/a.txt /src/sub/b.txt > /joined\n")
+    write(ctx / "a.txt", "alpha\n")
+    write(ctx / "sub" / "b.txt", "beta\n")
+    time.sleep(0.05)  # let the timestamp granularity pass, so the first copy's record is trusted
+    runc_shipyard.build(ctx)
+    (ctx / "sub" / "b.txt").write_text("BETA!\n")
+    out = tmp_path / "out"
+    _, meta = runc_shipyard.build(ctx, "--output", f"type=local,dest={out}")
+    assert not steps(meta)["[2/3] COPY . /src"]
+    assert (out / "joined").read_text() == "alpha\nBETA!\n"
+    layers = runc_shipyard.root / "layers"
+    a_copies = sorted(p for p in layers.glob("*/fs/src/a.txt"))
+    b_copies = sorted(p for p in layers.glob("*/fs/src/sub/b.txt"))
+    assert len(a_copies) == 2 and len(b_copies) == 2
+    assert a_copies[0].stat().st_ino == a_copies[1].stat().st_ino  # unchanged: one inode, two layers
+    assert b_copies[0].stat().st_ino != b_copies[1].stat().st_ino  # edited: copied anew
