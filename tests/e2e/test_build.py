@@ -326,7 +326,10 @@ def test_direct_copy_layers_equal_overlay_copy_layers(runc_shipyard: Shipyard, t
     runc_shipyard.build(ctx, "--output", f"type=docker,dest={direct}")
     runc_shipyard.env = {"SHIPYARD_NO_DIRECT_COPY": "1"}
     runc_shipyard.build(ctx, "--no-cache", "--output", f"type=docker,dest={overlay}")
-    assert _layer_members(direct) == _layer_members(overlay)
+    direct_layers, overlay_layers = _layer_members(direct), _layer_members(overlay)
+    strip = lambda layer: [entry[:7] + entry[8:] for entry in layer]  # noqa: E731 - RUN reran: its files are newer
+    assert [strip(layer) for layer in direct_layers[:2]] == [strip(layer) for layer in overlay_layers[:2]]
+    assert direct_layers[2:] == overlay_layers[2:]  # the WORKDIR and COPY layers, mtimes included
 
 
 def test_unchanged_files_are_hard_links_to_the_previous_copy(runc_shipyard: Shipyard, tmp_path: Path) -> None:
