@@ -324,6 +324,36 @@ def _fingerprint(flat: list[object]) -> tuple[str, int]:
     return hashlib.sha256(marshal.dumps(flat)).hexdigest(), newest
 
 
+class ContextHashers:
+    """One `ContextHasher` per (context directory, exclude patterns) for a whole command.
+
+    The whole-build memo check and the solver ask for the same selections; sharing the
+    hashers means the second ask is a dictionary lookup, not another walk.
+    """
+
+    def __init__(
+        self, index: CacheIndex, exclude_factory: Callable[[tuple[str, ...]], Callable[[str, bool], bool] | None] | None = None
+    ) -> None:
+        self.index = index
+        self.exclude_factory = exclude_factory
+        self._hashers: dict[tuple[str, tuple[str, ...]], ContextHasher] = {}
+        self._lock = threading.Lock()
+
+    def get(self, path: str, patterns: tuple[str, ...] = ()) -> ContextHasher:
+        key = (os.path.realpath(path), tuple(patterns))
+        with self._lock:
+            hasher = self._hashers.get(key)
+            if hasher is None:
+                predicate = self.exclude_factory(key[1]) if self.exclude_factory and key[1] else None
+                hasher = ContextHasher(self.index, key[0], predicate)
+                self._hashers[key] = hasher
+            return hasher
+
+    def flush(self) -> None:
+        for hasher in list(self._hashers.values()):
+            hasher.flush()
+
+
 def tree_digest(root: str, selections: Iterable[Selected]) -> str:
     """Digest of selections inside an immutable snapshot view (real owners count)."""
     hasher = hashlib.sha256()

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Any, Callable
+from typing import Any
 
-from cache.checksum import ContextHasher
+from cache.checksum import ContextHashers
 from cache.index import CacheIndex
 
 MEMO_VERSION = "1"
@@ -94,10 +94,7 @@ class Recorder:
         index.set_memo(key, json.dumps(value, separators=(",", ":")))
 
 
-ExcludeFactory = Callable[[tuple[str, ...]], Callable[[str, bool], bool] | None]
-
-
-def verified_memo(index: CacheIndex, key: str, excludes: ExcludeFactory | None = None) -> dict[str, Any] | None:
+def verified_memo(index: CacheIndex, key: str, hashers: ContextHashers) -> dict[str, Any] | None:
     """The memo for `key` if every fact it depends on still holds, else None."""
     raw = index.get_memo(key)
     if raw is None:
@@ -107,20 +104,15 @@ def verified_memo(index: CacheIndex, key: str, excludes: ExcludeFactory | None =
         row = index.get_image(name)
         if row is None or row.manifest != manifest:
             return None
-    hashers: dict[tuple[str, tuple[str, ...]], ContextHasher] = {}
     try:
         for path, sources, follow, wildcard, patterns, digest in memo["selections"]:
-            hkey = (path, tuple(patterns))
-            if hkey not in hashers:
-                predicate = excludes(tuple(patterns)) if excludes and patterns else None
-                hashers[hkey] = ContextHasher(index, path, predicate)
-            if hashers[hkey].digest_selection(sources, follow_symlinks=follow, allow_wildcard=wildcard) != digest:
+            hasher = hashers.get(path, tuple(patterns))
+            if hasher.digest_selection(sources, follow_symlinks=follow, allow_wildcard=wildcard) != digest:
                 return None
     except Exception:  # a vanished path, an unreadable file: let the normal build report it
         return None
     finally:
-        for hasher in hashers.values():
-            hasher.flush()
+        hashers.flush()
     records = index.lookup(memo["step_keys"])
     if len(records) != len(memo["step_keys"]):
         return None

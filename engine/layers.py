@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
 from cache.content_store import HashingWriter
@@ -41,6 +42,27 @@ class LayerBlobs:
     def __init__(self, engine: Engine, source_date_epoch: int | None = None) -> None:
         self.engine = engine
         self.source_date_epoch = source_date_epoch
+        self._pending: dict[int, Future[tuple[str, int]]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def prefetch(self, layer: LayerRow) -> None:
+        """Start computing a new layer's diff_id in the background.
+
+        A build that will write an image needs every new layer's diff_id; computing it
+        right after the step, while later steps run in their containers, takes it off
+        the critical path.
+        """
+        with self._lock:
+            if layer.id in self._pending or (layer.diff_id and self.source_date_epoch is None):
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diff-id")
+            self._pending[layer.id] = self._pool.submit(self._compute_diff, layer)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _dir(self, layer: LayerRow) -> str:
         return self.engine.snapshotter.layer_path(layer.dir)
@@ -57,6 +79,13 @@ class LayerBlobs:
         """(diff_id, tar size) of a layer, computed once and remembered in the index."""
         if layer.diff_id and layer.tar_size is not None and self.source_date_epoch is None:
             return layer.diff_id, layer.tar_size
+        with self._lock:
+            pending = self._pending.get(layer.id)
+        if pending is not None:
+            return pending.result()
+        return self._compute_diff(layer)
+
+    def _compute_diff(self, layer: LayerRow) -> tuple[str, int]:
         hasher = HashingWriter()
         self._write_tar(layer, hasher)
         if self.source_date_epoch is None:

@@ -128,7 +128,7 @@ class _BuildRun:
                     target=self.args.target or "",
                     build_args=self.build_args,
                 )
-                memo = verified_memo(index, memo_key)
+                memo = verified_memo(index, memo_key, self.hashers(index))
                 if memo is not None and (memo["image"] or not self.wants_image):
                     return self._from_memo(index, memo)
             return self._full_build(state.root, index, memo_key, debug)
@@ -137,6 +137,14 @@ class _BuildRun:
                 self.renderer.close()
             index.close()
             debug.finish()
+
+    def hashers(self, index):  # type: ignore[no-untyped-def]
+        """Context hashers shared by the memo check and the solver (one walk per selection)."""
+        if getattr(self, "_hashers", None) is None:
+            from cache.checksum import ContextHashers
+
+            self._hashers = ContextHashers(index)
+        return self._hashers
 
     # ------------------------------------------------------------------ the memo path
 
@@ -167,11 +175,10 @@ class _BuildRun:
 
     def _full_build(self, root, index, memo_key: str | None, debug) -> int:  # type: ignore[no-untyped-def]
         from engine.buildmemo import Recorder
-        from engine.graph.ops import SOURCE_OPS
         from engine.images import ImageStore
-        from engine.progress.events import BuildMessage, BuildPlanned
+        from engine.layers import LayerBlobs
+        from engine.progress.events import BuildPlanned
         from engine.solver.context import Engine
-        from engine.solver.solver import Solver
         from frontends.dockerfile.lowering import BuildParams, lower_dockerfile
         from frontends.dockerfile.parser import parse_dockerfile
 
@@ -185,6 +192,18 @@ class _BuildRun:
         )
         lowered = lower_dockerfile(dockerfile, params, store)
         self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
+        blobs = LayerBlobs(engine)
+        try:
+            return self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs)
+        finally:
+            blobs.close()
+
+    def _solve_and_export(self, engine, index, memo_key, recorder, store, lowered, blobs) -> int:  # type: ignore[no-untyped-def]
+        from engine.graph.ops import SOURCE_OPS
+        from engine.progress.events import BuildMessage
+        from engine.solver.solver import Solver
+
+        prefetch = (lambda sid: blobs.prefetch(engine.index.snapshot(sid).layer)) if self.wants_image else None
         solver = Solver(
             engine,
             self.bus,
@@ -192,6 +211,8 @@ class _BuildRun:
             no_cache=self.args.no_cache,
             max_parallel=max(1, self.args.max_parallelism),
             on_selection=recorder.selection,
+            hashers=self.hashers(index),
+            on_snapshot=prefetch,
         )
         previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
         try:
@@ -207,9 +228,7 @@ class _BuildRun:
         if self.wants_image:
             from engine.exporters import export
             from engine.images import assemble_image
-            from engine.layers import LayerBlobs
 
-            blobs = LayerBlobs(engine)
             built = assemble_image(engine, blobs, lowered.image, result.snapshot)
             digest, config_digest = built.manifest_digest, built.config_digest
             image = (digest, config_digest)

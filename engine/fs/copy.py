@@ -101,10 +101,10 @@ class CopyOptions:
     timestamp_ns: int | None = None
     """Set atime/mtime of everything copied to this instant (SOURCE_DATE_EPOCH)."""
     reuse: Callable[[str, os.stat_result], str | None] | None = None
-    """Given a source file and its stat, a path to an identical immutable file to hard-link
-    instead of copying bytes (an earlier layer of the same COPY), or None. The copier
-    still checks that the candidate's size, owner, mode and mtime are exactly what a copy
-    would have; the oracle vouches only for the content. Called from worker threads."""
+    """Given a source file and its lstat, a path to an identical immutable file to hard-link
+    instead of copying bytes (an earlier layer of the same COPY), or None. The oracle
+    vouches for content and xattrs; the copier still checks that the candidate's size,
+    owner, mode and mtime are exactly what a copy would have."""
     on_file: Callable[[str, str, os.stat_result], None] | None = None
     """Called (from worker threads) with (source, destination, source stat) for every
     regular file copied or linked, so the caller can remember where each one went."""
@@ -268,13 +268,13 @@ class _Copier:
         self.pool = _DataPool(self.meta)
         self.finished: list[_Frame] = []
         """Copied directories in post-order; their metadata is applied last."""
-        self.n_dirs = self.n_links = self.n_special = 0
+        self.n_dirs = self.n_links = self.n_special = self.n_reused = 0
 
     # -- bookkeeping -------------------------------------------------------------
 
     def stats(self) -> CopyStats:
         return CopyStats(
-            files=self.pool.files,
+            files=self.pool.files + self.n_reused,
             dirs=self.n_dirs,
             symlinks=self.n_links,
             hardlinks=self.pool.hardlinks,
@@ -485,6 +485,8 @@ class _Copier:
                     continue
                 if not frame.materialized:
                     self._materialize(stack)
+                if st is None and self.meta.reuse is not None:
+                    st = os.lstat(src)  # a reuse candidate is judged by its stat
                 if st is None:
                     if not frame.fresh:
                         self._clear_target(dst)
@@ -562,12 +564,45 @@ class _Copier:
             raise CopyError(f"cannot replace to directory {self._in_dest(dst)} with file")
         os.unlink(dst)
 
+    def _link_reused(self, src: str, st: os.stat_result, dst: str) -> bool:
+        """Hard-link an identical file of an earlier layer instead of copying it, when allowed.
+
+        The oracle vouches for content and xattrs (it only offers files whose source is
+        untouched since, ctime included); the copier checks that the candidate has exactly
+        the size, owner, mode and mtime a fresh copy would get.
+        """
+        meta = self.meta
+        if st.st_nlink > 1 or meta.reuse is None:
+            return False
+        candidate = meta.reuse(src, st)
+        if candidate is None:
+            return False
+        try:
+            cst = os.lstat(candidate)
+            if (
+                not stat.S_ISREG(cst.st_mode)
+                or cst.st_size != st.st_size
+                or stat.S_IMODE(cst.st_mode) != meta.perm(st)
+                or cst.st_mtime_ns != meta.times(st)[1]
+                or (meta.chown and (cst.st_uid, cst.st_gid) != meta.ids(st))
+            ):
+                return False
+            os.link(candidate, dst, follow_symlinks=False)
+        except OSError:
+            return False
+        self.n_reused += 1
+        if meta.on_file is not None:
+            meta.on_file(src, dst, st)
+        return True
+
     def _copy_leaf(self, src: str, st: os.stat_result, dst: str, fresh: bool) -> None:
         """Copy a non-directory entry, replacing whatever non-directory is at `dst`."""
         mode = st.st_mode
         if not fresh:
             self._clear_target(dst)
         if stat.S_ISREG(mode):
+            if self.meta.reuse is not None and self._link_reused(src, st, dst):
+                return
             self.pool.add((src, dst))
             return
         if stat.S_ISLNK(mode):
@@ -747,31 +782,6 @@ class _DataPool:
                 self.bytes += nbytes
                 self.hardlinks += links
 
-    def _reused(self, src: str, sfd: int, st: os.stat_result, dst: str) -> bool:
-        """Hard-link an identical file from an earlier layer instead of copying, when allowed."""
-        reuse = self.meta.reuse
-        if reuse is None or st.st_nlink > 1:
-            return False
-        candidate = reuse(src, st)
-        if candidate is None:
-            return False
-        try:
-            cst = os.lstat(candidate)
-            if (
-                not stat.S_ISREG(cst.st_mode)
-                or cst.st_size != st.st_size
-                or stat.S_IMODE(cst.st_mode) != self.meta.perm(st)
-                or cst.st_mtime_ns != self.meta.times(st)[1]
-                or (self.meta.chown and (cst.st_uid, cst.st_gid) != self.meta.ids(st))
-                or os.listxattr(sfd)
-                or os.listxattr(candidate, follow_symlinks=False)
-            ):
-                return False
-            os.link(candidate, dst, follow_symlinks=False)
-        except OSError:
-            return False
-        return True
-
     def _copy_file(self, src: str, dst: str) -> int:
         """Copy one regular file; the number of bytes, or -1 when it became a hardlink."""
         meta = self.meta
@@ -781,10 +791,6 @@ class _DataPool:
             st = os.fstat(sfd)
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "source changed during the copy (no longer a regular file)", src)
-            if self._reused(src, sfd, st, dst):
-                if meta.on_file is not None:
-                    meta.on_file(src, dst, st)
-                return 0
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 with self._lock:

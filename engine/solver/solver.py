@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
-from cache.checksum import ContextHasher, tree_digest
+from cache.checksum import ContextHasher, ContextHashers, tree_digest
 from engine.errors import BuildCancelled, BuildStepError, ShipyardError
 from engine.graph.ops import SOURCE_OPS, CopyAction, ImageSource, LocalSource, VertexMeta
 from engine.graph.vertex import Vertex, walk
@@ -71,17 +71,18 @@ class Solver:
         *,
         no_cache: bool = False,
         max_parallel: int = DEFAULT_PARALLELISM,
-        context_excludes: Callable[[LocalSource], Callable[[str, bool], bool] | None] | None = None,
+        hashers: ContextHashers | None = None,
         on_selection: Callable[[str, list[str], bool, bool, list[str], str], None] | None = None,
+        on_snapshot: Callable[[int], None] | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
         self.meta = meta or {}
         self.no_cache = no_cache
         self.max_parallel = max_parallel
-        self._context_excludes = context_excludes
+        self._hashers = hashers or ContextHashers(engine.index)
         self._on_selection = on_selection
-        self._hashers: dict[str, ContextHasher] = {}
+        self._on_snapshot = on_snapshot
         self._cancel = threading.Event()
 
     # ------------------------------------------------------------------ public
@@ -95,8 +96,7 @@ class Solver:
         try:
             self._compute_keys(order, states)
         finally:
-            for hasher in self._hashers.values():
-                hasher.flush()
+            self._hashers.flush()
         records = self.engine.index.lookup([s.key for s in states.values() if s.key])
         needed = self._needed(targets, states, records)
         self._report_skipped(order, states, needed, records)
@@ -112,12 +112,7 @@ class Solver:
         return metas[0].name if metas else type(vertex.op).__name__
 
     def _hasher(self, source: LocalSource) -> ContextHasher:
-        hasher = self._hashers.get(source.path)
-        if hasher is None:
-            excluded = self._context_excludes(source) if self._context_excludes else None
-            hasher = ContextHasher(self.engine.index, source.path, excluded)
-            self._hashers[source.path] = hasher
-        return hasher
+        return self._hashers.get(source.path, source.exclude_patterns)
 
     def _local_digest(self, vertex: Vertex, actions: list[CopyAction]) -> str:
         assert isinstance(vertex.op, LocalSource)
@@ -298,6 +293,8 @@ class Solver:
             raise
         keys = [k for k in (state.key, state.content_key) if k]
         created = self.engine.index.record(keys, snapshot, state.name)
+        if snapshot is not None and self._on_snapshot is not None:
+            self._on_snapshot(snapshot)
         state.result = Result(snapshot, created)
         state.executed = True
         state.duration = time.time() - state.started
