@@ -3,9 +3,10 @@
 concurrent-log-handler does the cross-process locking and rotation, but importing it
 (and portalocker's package-metadata lookup) costs ~90 ms — most of a no-op rebuild's
 budget. So records are buffered in memory and the handler is attached off the
-critical path: in a background thread as soon as a build starts real work (which
-takes far longer than the import), or, for a build that never did, in a short-lived
-forked writer after the result is printed, so the user never waits for it.
+critical path: in a background thread once a build has been running for a while
+(long builds then log to the file as they go, and lose nothing if killed), or, for
+a short build, in a short-lived forked writer after the result is printed, so the
+user never waits for it and the import never competes with starting containers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 LOGGER_NAME = "shipyard"
 MAX_BYTES = 10 * 1024 * 1024
 BACKUPS = 3
+ATTACH_AFTER_SECONDS = 3.0
 
 
 class _Buffer(logging.Handler):
@@ -38,6 +40,7 @@ class DebugLog:
         self._buffer = _Buffer()
         self.logger.addHandler(self._buffer)
         self._attached = False
+        self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
 
     def _file_handler(self) -> logging.Handler:
@@ -60,12 +63,22 @@ class DebugLog:
             self._buffer.records.clear()
             self._attached = True
 
-    def attach_in_background(self) -> None:
-        if not self._attached:
-            threading.Thread(target=self.attach, name="debuglog", daemon=True).start()
+    def attach_later(self, delay: float = ATTACH_AFTER_SECONDS) -> None:
+        """Attach the file handler in the background if the build is still running after `delay`."""
+        with self._lock:
+            if self._attached or self._timer is not None:
+                return
+            self._timer = threading.Timer(delay, self.attach)
+            self._timer.daemon = True
+            self._timer.start()
 
     def finish(self) -> None:
         """Make sure every record reaches the file, without keeping the user waiting."""
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+            if timer.is_alive():
+                timer.join()  # it fired: let it finish attaching, then flush below
         with self._lock:
             pending = not self._attached and bool(self._buffer.records)
         if not pending:

@@ -298,7 +298,7 @@ def _debug_subscriber(debug):  # type: ignore[no-untyped-def]
         if kind == "VertexStarted":
             if not attached:
                 attached = True
-                debug.attach_in_background()
+                debug.attach_later()
             logger.info("start %s", event.name)
         elif kind == "VertexCached":
             logger.debug("cached %s", event.name)
