@@ -37,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--runtime", choices=RUNTIMES, default=os.environ.get("SHIPYARD_RUNTIME", "auto"))
     build.add_argument("--max-parallelism", type=int, default=32, help="steps running at once (default 32)")
     build.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    build.add_argument(
+        "--secret", action="append", default=[], metavar="id=ID[,src=PATH|,env=VAR]", help="a secret RUN --mount=type=secret can use"
+    )
+    build.add_argument("--ssh", action="append", default=[], metavar="ID[=SOCKET|KEY[,...]]", help="an SSH agent for RUN --mount=type=ssh")
+    build.add_argument(
+        "--build-context", action="append", default=[], metavar="NAME=DIR|docker-image://REF|oci-layout://PATH",
+        help="a named context usable in FROM and COPY --from",
+    )
+    build.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE", help="ignore the cache for these stages")
+    build.add_argument("--call", choices=("build", "outline", "targets", "check"), default="build", help="what to do with the Dockerfile")
+    build.add_argument("--check", action="store_true", help="run the build checks without building (same as --call=check)")
+    build.add_argument("--platform", default="", help="target platform (only the host's is supported)")
 
     imp = sub.add_parser("import", help="create a base image from a root filesystem directory or tarball")
     imp.add_argument("source", metavar="ROOTFS_DIR_OR_TAR", help="a directory, a tar file (any compression) or - for stdin")
@@ -44,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("-t", "--tag", action="append", default=[], help="name[:tag] (repeatable)")
     imp.add_argument("-c", "--change", action="append", default=[], help="Dockerfile instruction to apply (CMD, ENV, ...)")
     imp.add_argument("-m", "--message", default="", help="commit message for the history entry")
+
+    dockerfile = sub.add_parser("dockerfile", help="Dockerfile tools")
+    dsub = dockerfile.add_subparsers(dest="dockerfile_command", metavar="COMMAND")
+    dsub.required = True
+    parse = dsub.add_parser("parse", help="print the parsed instructions")
+    parse.add_argument("file", metavar="FILE", help="a Dockerfile, or - for stdin")
+    parse.add_argument("--json", action="store_true", help="JSON output (keyword, flags, arguments, heredocs, lines)")
 
     images = sub.add_parser("images", help="list images in the local store")
     images.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
@@ -62,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.commands.imports import run_import
 
             return run_import(args)
+        if args.command == "dockerfile":
+            from engine.commands.dockerfile import run_dockerfile
+
+            return run_dockerfile(args)
         if args.command == "images":
             from engine.commands.images import run_images
 

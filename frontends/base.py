@@ -38,6 +38,8 @@ class StepInfo:
     name: str
     location: str
     stage: str
+    keyword: str = ""
+    """The instruction (`FROM`, `RUN`, …): a FROM step's vertex belongs to the base stage."""
 
 
 @dataclass(frozen=True)

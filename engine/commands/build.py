@@ -99,6 +99,10 @@ class _BuildRun:
         except UnicodeDecodeError:
             raise UsageError(f"{path}: the Dockerfile is not UTF-8 text") from None
         self.wants_image = bool(args.tag or self.outputs or args.metadata_file or args.quiet)
+        self.call = "check" if args.check else args.call
+        self.named_contexts = _parse_named_contexts(args.build_context)
+        if args.platform and args.platform not in HOST_PLATFORMS:
+            raise UsageError(f"--platform {args.platform}: only the host platform ({HOST_PLATFORMS[0]}) can be built here")
 
     def run(self) -> int:
         from cache.index import CacheIndex
@@ -116,8 +120,10 @@ class _BuildRun:
         self.bus.subscribe(_debug_subscriber(debug))
         log.info("build %s (context %s, root %s)", self.filename, os.path.abspath(self.args.context), state.root)
         try:
+            if self.call != "build":
+                return self._call()
             memo_key = None
-            if not self.args.no_cache and not self.outputs:
+            if not self.args.no_cache and not self.outputs and not self.args.no_cache_filter:
                 from engine.buildmemo import memo_key as make_key
                 from engine.buildmemo import verified_memo
 
@@ -126,7 +132,7 @@ class _BuildRun:
                     filename=self.filename,
                     context=self.args.context,
                     target=self.args.target or "",
-                    build_args=self.build_args,
+                    build_args={**self.build_args, **{f"context:{k}": v for k, v in self.named_contexts.items()}},
                 )
                 memo = verified_memo(index, memo_key, self.hashers(index))
                 if memo is not None and (memo["image"] or not self.wants_image):
@@ -145,6 +151,16 @@ class _BuildRun:
 
             self._hashers = ContextHashers(index)
         return self._hashers
+
+    def _call(self) -> int:
+        """`--call=outline|targets|check` (and `--check`): inspect instead of building."""
+        from frontends.dockerfile.inspect import run_call
+        from frontends.dockerfile.parser import parse_dockerfile
+
+        if self.renderer is not None:
+            self.renderer.close()
+        dockerfile = parse_dockerfile(self.text, self.filename)
+        return run_call(self.call, dockerfile, self.build_args, self.args.target or "")
 
     # ------------------------------------------------------------------ the memo path
 
@@ -186,9 +202,13 @@ class _BuildRun:
         engine = Engine.open(root, runtime=self.args.runtime, index=index)
         recorder = Recorder()
         dockerfile = parse_dockerfile(self.text, self.filename)
+        self.warnings = self._checks(dockerfile)
         store = ImageStore(engine, on_resolve=recorder.image)
         params = BuildParams(
-            context_path=os.path.abspath(self.args.context), target=self.args.target or "", build_args=self.build_args
+            context_path=os.path.abspath(self.args.context),
+            target=self.args.target or "",
+            build_args=self.build_args,
+            named_contexts=self.named_contexts,
         )
         lowered = lower_dockerfile(dockerfile, params, store)
         self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
@@ -203,6 +223,14 @@ class _BuildRun:
         from engine.progress.events import BuildMessage
         from engine.solver.solver import Solver
 
+        from engine.solver.session import BuildSession, parse_secret_flag, parse_ssh_flag
+
+        session = BuildSession(
+            secrets={s.id: s for s in map(parse_secret_flag, self.args.secret)},
+            ssh=dict(map(parse_ssh_flag, self.args.ssh)),
+        )
+        no_cache_stages = {s.lower() for s in self.args.no_cache_filter}
+        uncached = {s.vertex for s in lowered.steps if s.stage.lower() in no_cache_stages and s.keyword != "FROM"}
         prefetch = (lambda sid: blobs.prefetch(engine.index.snapshot(sid).layer)) if self.wants_image else None
         solver = Solver(
             engine,
@@ -213,6 +241,8 @@ class _BuildRun:
             on_selection=recorder.selection,
             hashers=self.hashers(index),
             on_snapshot=prefetch,
+            session=session,
+            no_cache_vertices=uncached,
         )
         previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
         try:
@@ -259,15 +289,30 @@ class _BuildRun:
 
     # ------------------------------------------------------------------ reporting
 
+    def _checks(self, dockerfile):  # type: ignore[no-untyped-def]
+        """Run the build checks; each warning goes to the progress output and the metadata."""
+        from engine.progress.events import BuildMessage
+        from frontends.dockerfile.checks import run_checks
+
+        warnings = run_checks(dockerfile, self.build_args, self.args.target or "")
+        for warning in warnings:
+            self.bus.publish(BuildMessage(f"WARNING: {warning.line()}"))
+        return warnings
+
     def _finish(self, digest: str, config_digest: str, steps: list[dict[str, Any]]) -> None:
         if self.renderer is not None:
             self.renderer.close()
         if self.args.metadata_file:
-            data = {
+            data: dict[str, Any] = {
                 "containerimage.digest": digest,
                 "containerimage.config.digest": config_digest,
                 "shipyard.steps": steps,
             }
+            warnings = getattr(self, "warnings", [])
+            if warnings:
+                data["shipyard.warnings"] = [
+                    {"rule": w.rule, "message": w.message, "location": w.location, "url": w.url} for w in warnings
+                ]
             tmp = f"{self.args.metadata_file}.tmp"
             with open(tmp, "w") as f:
                 json.dump(data, f, indent=2)
@@ -282,6 +327,19 @@ class _BuildRun:
             self.renderer.close()
         lines = ["------", f" > {exc.step}:", *exc.output_tail, "------"]
         print("\n".join(lines), file=sys.stderr)
+
+
+HOST_PLATFORMS = ("linux/amd64", "linux/x86_64", "amd64")
+
+
+def _parse_named_contexts(values: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise UsageError(f"--build-context {item!r}: want NAME=DIR|docker-image://REF|oci-layout://PATH")
+        out[name] = value
+    return out
 
 
 def run_build(args: argparse.Namespace) -> int:

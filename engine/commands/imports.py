@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from engine.commands.common import isolate_mounts, state_root
 from engine.errors import DockerfileError, UsageError

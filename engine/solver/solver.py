@@ -30,6 +30,7 @@ from engine.graph.vertex import Vertex, walk
 from engine.progress.events import EventBus, VertexCached, VertexCompleted, VertexLog, VertexStarted
 from engine.solver.context import Engine
 from engine.solver.execute import EMPTY, Result, run_vertex, source_result
+from engine.solver.session import EMPTY_SESSION, BuildSession
 from engine.solver.keys import KeyParts, content_parts, definition_parts
 
 LOG_TAIL_LINES = 12
@@ -74,6 +75,8 @@ class Solver:
         hashers: ContextHashers | None = None,
         on_selection: Callable[[str, list[str], bool, bool, list[str], str], None] | None = None,
         on_snapshot: Callable[[int], None] | None = None,
+        session: BuildSession = EMPTY_SESSION,
+        no_cache_vertices: set[str] | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -83,6 +86,8 @@ class Solver:
         self._hashers = hashers or ContextHashers(engine.index)
         self._on_selection = on_selection
         self._on_snapshot = on_snapshot
+        self.session = session
+        self._no_cache_vertices = no_cache_vertices or set()
         self._cancel = threading.Event()
 
     # ------------------------------------------------------------------ public
@@ -145,7 +150,9 @@ class Solver:
     # ------------------------------------------------------------------ planning
 
     def _can_hit(self, state: VertexState) -> bool:
-        return not (self.no_cache and not isinstance(state.vertex.op, SOURCE_OPS))
+        if isinstance(state.vertex.op, SOURCE_OPS):
+            return True
+        return not (self.no_cache or state.vertex.digest in self._no_cache_vertices)
 
     def _needed(self, targets: list[Vertex], states: dict[str, VertexState], records: dict) -> set[str]:
         """Vertices whose results this build needs: stop descending at cache hits."""
@@ -277,7 +284,9 @@ class Solver:
             _feed_tail(state, data)
 
         try:
-            snapshot = run_vertex(self.engine, vertex, inputs, name=state.name, on_output=on_output, cancel=self._cancel)
+            snapshot = run_vertex(
+                self.engine, vertex, inputs, name=state.name, on_output=on_output, cancel=self._cancel, session=self.session
+            )
         except BaseException as exc:
             state.duration = time.time() - state.started
             if state._partial_line:

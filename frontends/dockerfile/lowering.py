@@ -24,6 +24,7 @@ from engine.graph.ops import (
     ImageSource,
     LocalSource,
     MkdirAction,
+    Mount,
     Owner,
     ScratchSource,
     VertexMeta,
@@ -63,6 +64,8 @@ class BuildParams:
     exclude_patterns: tuple[str, ...] = ()
     os: str = "linux"
     arch: str = "amd64"
+    named_contexts: Mapping[str, str] = field(default_factory=dict)
+    """`--build-context name=DIR|docker-image://REF|oci-layout://PATH`, as given."""
 
 
 @dataclass
@@ -251,9 +254,9 @@ class Lowering:
         prefix = f"[{state.display} {state.position}/{state.total}]" if state.display else f"[{state.position}/{state.total}]"
         return VertexMeta(f"{prefix} {cmd_text}", f"{self.filename}:{line}", state.display)
 
-    def _record_step(self, state: _StageState, meta: VertexMeta, vertex: Vertex, order: int) -> None:
+    def _record_step(self, state: _StageState, meta: VertexMeta, vertex: Vertex, order: int, keyword: str) -> None:
         self.steps.append(
-            (state.stage.index, order, StepInfo(vertex.digest, meta.name, meta.location, state.display))
+            (state.stage.index, order, StepInfo(vertex.digest, meta.name, meta.location, state.display, keyword))
         )
 
     def _dispatch_stage(self, stage: Stage, multi: bool) -> None:
@@ -279,7 +282,7 @@ class Lowering:
         self._states[stage.index] = state
         from_meta = self._step(state, f"FROM {shown}", stage.line)
         self.graph.meta.setdefault(vertex.digest, []).append(from_meta)
-        self._record_step(state, from_meta, vertex, 0)
+        self._record_step(state, from_meta, vertex, 0, "FROM")
         state.position = 2
         for order, cmd in enumerate(stage.commands, start=1):
             self._dispatch(state, cmd, order)
@@ -350,24 +353,33 @@ class Lowering:
         cmd = cmd.expand(self.lex, env, self.filename)
         if cmd.heredocs:
             raise self.error("RUN with heredocs is not supported yet", cmd.line)
-        if cmd.mounts:
-            raise self.error("RUN --mount is not supported yet", cmd.line)
+        from frontends.dockerfile.runmounts import lower_run_mounts
+
+        cwd = state.config.working_dir or "/"
+        extra_inputs, mounts, mount_env = lower_run_mounts(
+            cmd.mounts,
+            source_for=lambda from_, line: self._mount_source(state, from_, line),
+            cwd=cwd,
+            filename=self.filename,
+            line=cmd.line,
+        )
         argv = command_line(cmd.cmd, cmd.prepend_shell, state.config)
         args = self._build_args_in_env(state)
-        exec_env = tuple(state.config.env) + tuple(f"{k}={v}" for k, v in args)
+        exec_env = tuple(state.config.env) + tuple(f"{k}={v}" for k, v in args) + tuple(mount_env)
         op = ExecOp(
             args=argv,
             env=exec_env,
-            cwd=state.config.working_dir or "/",
+            cwd=cwd,
             user=state.config.user,
+            mounts=(Mount(target="/", input=0),) + tuple(mounts),
             network=cmd.network,  # type: ignore[arg-type]
             security=cmd.security,  # type: ignore[arg-type]
             proxy_env=self._proxy_env(),
         )
         shown = self._display_text(cmd.original, env)
         meta = self._step(state, shown, cmd.line)
-        state.vertex = self.graph.add(op, [state.vertex], meta)
-        self._record_step(state, meta, state.vertex, order)
+        state.vertex = self.graph.add(op, [state.vertex, *extra_inputs], meta)
+        self._record_step(state, meta, state.vertex, order, "RUN")
         state.position += 1
         prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + " " if args else ""
         self._history(state, f"RUN {prefix}{' '.join(argv)} # buildkit", False)
@@ -378,6 +390,15 @@ class Lowering:
             return self.lex.process_word(original, env) if "$" in original else original
         except DockerfileError:
             return original
+
+    def _mount_source(self, state: _StageState, from_: str, line: int) -> Vertex:
+        """What a RUN --mount (or COPY --from) reads: the context, a stage, or an image."""
+        if not from_:
+            return self._context_vertex()
+        index = self._from_index(from_, state.stage.index, line)
+        if index is not None:
+            return self._states[index].vertex
+        return self._image(from_, line)[0]
 
     def _dest(self, state: _StageState, dest: str) -> str:
         """COPY's destination made absolute against WORKDIR; a trailing `/` (or `.`) is kept."""
@@ -397,14 +418,7 @@ class Lowering:
         if cmd.link:
             raise self.error(f"{cmd.NAME.upper()} --link is not supported yet", cmd.line)
         from_ = cmd.from_ if isinstance(cmd, CopyCommand) else ""
-        if from_:
-            index = self._from_index(from_, state.stage.index, cmd.line)
-            if index is not None:
-                source = self._states[index].vertex
-            else:
-                source = self._image(from_, cmd.line)[0]
-        else:
-            source = self._context_vertex()
+        source = self._mount_source(state, from_, cmd.line)
         owner = None
         if cmd.chown:
             user, _, group = cmd.chown.partition(":")
@@ -430,7 +444,7 @@ class Lowering:
         )
         meta = self._step(state, cmd.original, cmd.line)
         state.vertex = self.graph.add(FileOp((action,)), [state.vertex, source], meta)
-        self._record_step(state, meta, state.vertex, order)
+        self._record_step(state, meta, state.vertex, order, cmd.NAME.upper())
         state.position += 1
         srcs = " ".join(cmd.sources)
         self._history(state, f"{cmd.NAME.upper()} {srcs} {cmd.dest} # buildkit", False)
@@ -452,7 +466,7 @@ class Lowering:
             state.vertex = self.graph.add(
                 FileOp((MkdirAction(path, 0o755, True, owner),)), [state.vertex], meta
             )
-        self._record_step(state, meta, state.vertex, order)
+        self._record_step(state, meta, state.vertex, order, "WORKDIR")
         state.position += 1
         self._history(state, f"WORKDIR {path}", path == "/")
 

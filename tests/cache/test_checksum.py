@@ -101,7 +101,6 @@ def test_racy_entry_is_rehashed_so_same_size_same_tick_edit_is_seen(tmp_path, ct
 
 def test_racy_rule_directly(tmp_path, ctx, monkeypatch):
     """Simulate the kernel giving an edit the same timestamps: the racy entry still rehashes."""
-    target = ctx / "sub" / "a.txt"
     h, index = _hasher(tmp_path, ctx)
     h.digest_selection(["/sub/a.txt"])
     h.flush()
