@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS layers(
     format TEXT NOT NULL,
     diff_id TEXT,
     tar_size INTEGER,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    blob TEXT,
+    blob_media_type TEXT
 );
 CREATE INDEX IF NOT EXISTS layers_diff_id ON layers(diff_id);
 CREATE TABLE IF NOT EXISTS snapshots(
@@ -115,6 +117,11 @@ class LayerRow(NamedTuple):
     format: str
     diff_id: str | None
     tar_size: int | None
+    blob: str | None = None
+    """For a layer that came as a blob (pulled, loaded, imported from a layout): the
+    original blob, kept in the content store. Its tar is the layer's identity (the
+    diff_id was checked against it on the way in), so exports use it as is."""
+    blob_media_type: str | None = None
 
 
 class SnapshotRow(NamedTuple):
@@ -168,6 +175,10 @@ class CacheIndex:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(layers)")}
+                for column in ("blob", "blob_media_type"):  # added in schema 5
+                    if column not in columns:
+                        db.execute(f"ALTER TABLE layers ADD COLUMN {column} TEXT")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -202,12 +213,24 @@ class CacheIndex:
 
     # ----------------------------------------------------------------- layers and snapshots
 
-    def add_snapshot(self, parent: int | None, layer_dir: str, layer_format: str) -> int:
+    def add_snapshot(
+        self,
+        parent: int | None,
+        layer_dir: str,
+        layer_format: str,
+        *,
+        diff_id: str | None = None,
+        tar_size: int | None = None,
+        blob: str | None = None,
+        blob_media_type: str | None = None,
+    ) -> int:
         """Record a new layer directory on top of `parent`; returns the snapshot id."""
         now = time.time()
         with self.transaction() as db:
             layer_id = db.execute(
-                "INSERT INTO layers(dir, format, created) VALUES(?, ?, ?)", (layer_dir, layer_format, now)
+                "INSERT INTO layers(dir, format, created, diff_id, tar_size, blob, blob_media_type)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                (layer_dir, layer_format, now, diff_id, tar_size, blob, blob_media_type),
             ).lastrowid
             return int(
                 db.execute(
@@ -234,14 +257,14 @@ class CacheIndex:
 
     def snapshot(self, snapshot_id: int) -> SnapshotRow:
         rows = self._query(
-            "SELECT s.id, s.parent, s.created, l.id, l.dir, l.format, l.diff_id, l.tar_size "
+            "SELECT s.id, s.parent, s.created, l.id, l.dir, l.format, l.diff_id, l.tar_size, l.blob, l.blob_media_type "
             "FROM snapshots s JOIN layers l ON l.id = s.layer WHERE s.id=?",
             (snapshot_id,),
         )
         if not rows:
             raise KeyError(snapshot_id)
-        sid, parent, created, lid, ldir, fmt, diff_id, tar_size = rows[0]
-        return SnapshotRow(sid, parent, LayerRow(lid, ldir, fmt, diff_id, tar_size), created)
+        sid, parent, created, *layer = rows[0]
+        return SnapshotRow(sid, parent, LayerRow(*layer), created)
 
     def chain(self, snapshot_id: int | None) -> list[SnapshotRow]:
         """The snapshot and its ancestors, bottom (base layer) first."""
@@ -254,12 +277,23 @@ class CacheIndex:
         out.reverse()
         return out
 
+    def set_layer_origin(self, layer_id: int, diff_id: str, tar_size: int, blob: str, media_type: str) -> None:
+        """A layer that came as a blob: its diff_id and the original blob that carries it."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE layers SET diff_id=?, tar_size=?, blob=?, blob_media_type=? WHERE id=?",
+                (diff_id, tar_size, blob, media_type, layer_id),
+            )
+
     def set_layer_diff(self, layer_id: int, diff_id: str, tar_size: int) -> None:
         with self.transaction() as db:
             db.execute("UPDATE layers SET diff_id=?, tar_size=? WHERE id=?", (diff_id, tar_size, layer_id))
 
     def layer_by_diff_id(self, diff_id: str) -> LayerRow | None:
-        rows = self._query("SELECT id, dir, format, diff_id, tar_size FROM layers WHERE diff_id=? LIMIT 1", (diff_id,))
+        rows = self._query(
+            "SELECT id, dir, format, diff_id, tar_size, blob, blob_media_type FROM layers WHERE diff_id=? LIMIT 1",
+            (diff_id,),
+        )
         return LayerRow(*rows[0]) if rows else None
 
     def touch_snapshots(self, snapshot_ids: Iterable[int]) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
-from cache.index import CacheIndex, SnapshotRow
+from cache.index import CacheIndex
 from engine import linux
 from engine.errors import CacheError
 

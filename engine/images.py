@@ -14,6 +14,7 @@ the very same image digest.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,6 +28,8 @@ from engine.solver.context import Engine
 from frontends.base import ResolvedImage
 
 EXPORTER_COMMENT = "buildkit.exporter.image.v0"
+DOCKER_IMAGE_SCHEME = "docker-image://"
+OCI_LAYOUT_SCHEME = "oci-layout://"
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class ImageStore:
         return self._find(ref)[0]
 
     def resolve(self, ref: str) -> ResolvedImage:
+        if ref.startswith(DOCKER_IMAGE_SCHEME):
+            ref = ref[len(DOCKER_IMAGE_SCHEME) :]
+        if ref.startswith(OCI_LAYOUT_SCHEME):
+            return self._resolve_layout(ref)
         stored, by_name = self._find(ref)
         if stored is not None and self._on_resolve is not None:
             self._on_resolve(ref, stored.name, stored.manifest_digest, by_name)
@@ -93,8 +100,30 @@ class ImageStore:
             )
         return ResolvedImage(stored.name, stored.manifest_digest, stored.image)
 
+    def _resolve_layout(self, ref: str) -> ResolvedImage:
+        """An image from an OCI layout directory (`--build-context x=oci-layout://PATH:TAG`), imported once."""
+        import hashlib
+
+        from engine.oci.importer import LayoutBlobs, import_image, parse_layout_ref, select_in_layout
+
+        path, tag = parse_layout_ref(ref[len(OCI_LAYOUT_SCHEME) :])
+        manifest_bytes = select_in_layout(path, tag)
+        digest = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        name = f"{OCI_LAYOUT_SCHEME}{os.path.realpath(path)}{'@' + tag.lstrip('@') if tag.startswith('@') else (':' + tag if tag else '')}"
+        rows = [row for row in self.engine.index.images_by_manifest(digest) if row.snapshot is not None]
+        if rows:
+            image = self._load(rows[0]).image
+        else:
+            imported = import_image(self.engine, manifest_bytes, LayoutBlobs(path))
+            self.engine.index.put_image(name, imported.manifest_digest, imported.config_digest, imported.snapshot)
+            image = imported.image
+        if self._on_resolve is not None:
+            self._on_resolve(ref, name, digest, False)  # a layout on disk can change: never memoized
+        return ResolvedImage(name, digest, image)
+
     def list(self) -> list[StoredImage]:
-        return [self._load(row) for row in self.engine.index.list_images()]
+        """The named images (not those kept only for an OCI-layout build context)."""
+        return [self._load(row) for row in self.engine.index.list_images() if not row.name.startswith(OCI_LAYOUT_SCHEME)]
 
     def put(self, names: list[str], built: BuiltImage) -> list[str]:
         """Tag `built` with each name; returns the normalized names."""

@@ -22,6 +22,9 @@ from engine.fs.layertar import write_layer_tar
 from engine.solver.context import Engine
 
 
+_SUFFIX = {"gzip": "gzip", "uncompressed": ".tar", "zstd": "zstd"}
+
+
 class _Tee:
     """Write to two streams at once (the blob, and the diff_id hasher)."""
 
@@ -97,10 +100,31 @@ class LayerBlobs:
         if hasher.digest != expected:
             raise CacheError(f"layer {layer.dir} changed on disk: its tar is {hasher.digest}, recorded {expected}")
 
+    def _original(self, layer: LayerRow) -> BinaryIO | None:
+        """The uncompressed tar of a layer that came as a blob, from that blob."""
+        if not layer.blob or not self.engine.store.has(layer.blob):
+            return None
+        from engine.oci.compress import decompress_stream
+
+        return decompress_stream(self.engine.store.open(layer.blob))
+
+    def _tar_into(self, layer: LayerRow, sink: object) -> None:
+        """The layer's uncompressed tar into `sink`: from its original blob if it came as one."""
+        original = self._original(layer)
+        if original is None:
+            self._write_tar(layer, sink)
+            return
+        with original:
+            while chunk := original.read(1 << 20):
+                sink.write(chunk)  # type: ignore[attr-defined]
+
     def compressed(self, layer: LayerRow, compression: str = "gzip") -> tuple[str, int]:
         """(digest, size) of the layer's compressed blob, made and stored on first use."""
         from engine.oci.compress import compressor
 
+        if layer.blob and layer.blob_media_type and layer.blob_media_type.endswith(_SUFFIX.get(compression, "\0")):
+            if self.engine.store.has(layer.blob):
+                return layer.blob, self.engine.store.size(layer.blob)  # the original blob, as it came
         diff_id, _ = self.diff(layer)
         known = self.engine.index.get_variant(diff_id, compression)
         if known and self.engine.store.has(known[0]):
@@ -109,7 +133,7 @@ class LayerBlobs:
 
         def produce(out: BinaryIO) -> None:
             stream = compressor(compression, out)  # type: ignore[arg-type]
-            self._write_tar(layer, _Tee(stream, hasher))
+            self._tar_into(layer, _Tee(stream, hasher))
             stream.close()
 
         digest, size = self.engine.store.write_with(produce)
@@ -119,6 +143,9 @@ class LayerBlobs:
 
     def open_uncompressed(self, layer: LayerRow) -> BinaryIO:
         """A stream of the layer's tar, generated on the fly and verified at its end."""
+        original = self._original(layer)
+        if original is not None:
+            return original
         read_fd, write_fd = os.pipe()
         reader = _CheckedPipe(os.fdopen(read_fd, "rb"))
 

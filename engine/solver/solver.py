@@ -155,7 +155,13 @@ class Solver:
         return not (self.no_cache or state.vertex.digest in self._no_cache_vertices)
 
     def _needed(self, targets: list[Vertex], states: dict[str, VertexState], records: dict) -> set[str]:
-        """Vertices whose results this build needs: stop descending at cache hits."""
+        """Vertices whose results this build needs: stop descending at cache hits.
+
+        A hit does not stop the descent when something below it must run regardless
+        (`--no-cache-filter`): those steps run, as in BuildKit, though what they feed
+        may still come from the cache.
+        """
+        forced = self._above_forced(targets)
         needed: set[str] = set()
         stack = list(targets)
         while stack:
@@ -166,10 +172,20 @@ class Solver:
             state = states[vertex.digest]
             if isinstance(vertex.op, SOURCE_OPS):
                 continue
-            if state.key in records and self._can_hit(state):
+            if state.key in records and self._can_hit(state) and vertex.digest not in forced:
                 continue
             stack.extend(vertex.inputs)
         return needed
+
+    def _above_forced(self, targets: list[Vertex]) -> set[str]:
+        """Vertices with a no-cache vertex somewhere below them."""
+        if not self._no_cache_vertices:
+            return set()
+        above: set[str] = set()
+        for vertex in walk(targets):  # inputs come first
+            if any(i.digest in above or i.digest in self._no_cache_vertices for i in vertex.inputs):
+                above.add(vertex.digest)
+        return above
 
     def _report_skipped(self, order: list[Vertex], states: dict[str, VertexState], needed: set[str], records: dict) -> None:
         """Vertices below a cache hit are cached too: report them so, without touching them."""

@@ -177,7 +177,8 @@ def apply_config_command(
         case ShellCommand(shell=shell):
             return ConfigChange(replace(config, shell=shell), f"SHELL {go_slice(shell)}")
         case OnbuildCommand(expression=expression):
-            return ConfigChange(replace(config, on_build=config.on_build + (expression,)), f"ONBUILD {expression}")
+            # BuildKit records no history entry for ONBUILD (created_by "" means none).
+            return ConfigChange(replace(config, on_build=config.on_build + (expression,)), "")
         case MaintainerCommand(maintainer=who):
             return ConfigChange(config, f"MAINTAINER {who}", author=who)
     raise DockerfileError(f"{cmd.NAME.upper()} cannot be used here", filename, cmd.line)

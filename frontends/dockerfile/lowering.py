@@ -95,6 +95,7 @@ def predefined_args(params: BuildParams) -> dict[str, str]:
         "TARGETOS": params.os,
         "TARGETARCH": params.arch,
         "TARGETVARIANT": "",
+        "TARGETSTAGE": params.target,
     }
 
 
@@ -177,7 +178,7 @@ class Lowering:
 
     def _dependencies(self, stage: Stage) -> list[int]:
         deps: list[int] = []
-        base = self._stage_index(stage.base, before=stage.index)
+        base = None if self._named_value(stage.base) else self._stage_index(stage.base, before=stage.index)
         if base is not None:
             deps.append(base)
         for cmd in stage.commands:
@@ -188,6 +189,8 @@ class Lowering:
         return deps
 
     def _from_index(self, ref: str, current: int, line: int) -> int | None:
+        if self._named_value(ref):
+            return None  # a named context of that name replaces the stage, as in BuildKit
         if ref.isdigit():
             index = int(ref)
             if index >= current:
@@ -262,8 +265,11 @@ class Lowering:
     def _dispatch_stage(self, stage: Stage, multi: bool) -> None:
         display = stage.name or (f"stage-{stage.index}" if multi else "")
         total = 1 + sum(1 for c in stage.commands if isinstance(c, LAYER_COMMANDS))
-        base_index = self._stage_index(stage.base, before=stage.index)
-        if base_index is not None:
+        named = self._named_context(stage.base, stage.line, as_stage=True)
+        base_index = None if named else self._stage_index(stage.base, before=stage.index)
+        if named is not None:
+            vertex, base_image, shown = named
+        elif base_index is not None:
             parent = self._states[base_index]
             vertex, base_image = parent.vertex, dataclasses.replace(
                 parent.base_image, config=parent.config, history=tuple(parent.history)
@@ -277,15 +283,43 @@ class Lowering:
             if not stage.base:
                 raise self.error("base name (FROM) should not be blank", stage.line)
             vertex, base_image, shown = self._image(stage.base, stage.line)
-        config = with_default_path(base_image.config)
+        self._check_platform(stage)
+        triggers = self._onbuild_triggers(stage, base_image.config.on_build)
+        total += sum(1 for c in triggers if isinstance(c, LAYER_COMMANDS))
+        config = with_default_path(dataclasses.replace(base_image.config, on_build=()))
         state = _StageState(stage, vertex, config, list(base_image.history), base_image, display=display, total=total)
         self._states[stage.index] = state
         from_meta = self._step(state, f"FROM {shown}", stage.line)
         self.graph.meta.setdefault(vertex.digest, []).append(from_meta)
         self._record_step(state, from_meta, vertex, 0, "FROM")
         state.position = 2
-        for order, cmd in enumerate(stage.commands, start=1):
+        for order, cmd in enumerate(triggers + list(stage.commands), start=1):
             self._dispatch(state, cmd, order)
+
+    def _check_platform(self, stage: Stage) -> None:
+        """Only the host platform can run here: `--platform` may name it (e.g. $BUILDPLATFORM)."""
+        if not stage.platform:
+            return
+        wanted = stage.platform.lower()
+        host = f"{self.params.os}/{self.params.arch}"
+        if wanted not in (host, f"{host}/", self.params.arch) and not wanted.startswith(host + "/v"):
+            raise self.error(
+                f"FROM --platform={stage.platform}: cannot build for {stage.platform} here "
+                f"(no emulation; the host platform is {host})",
+                stage.line,
+            )
+
+    def _onbuild_triggers(self, stage: Stage, triggers: tuple[str, ...]) -> list[Command]:
+        """The base's ONBUILD triggers, parsed now (as BuildKit does) and run first in this stage."""
+        from frontends.dockerfile.parser import parse_instruction
+
+        commands: list[Command] = []
+        for text in triggers:
+            try:
+                commands.append(parse_instruction(text, self.filename, stage.line, self.df.escape))
+            except DockerfileError as exc:
+                raise self.error(f"ONBUILD trigger of the base image: {exc.message}", stage.line) from None
+        return commands
 
     def _env(self, state: _StageState) -> dict[str, str]:
         """What `$VAR` sees: the stage's ARGs, overridden by ENV."""
@@ -319,7 +353,8 @@ class Lowering:
                 state.author = change.author
             if isinstance(cmd, CmdCommand):
                 state.cmd_set = True
-            self._history(state, change.created_by, True)
+            if change.created_by:
+                self._history(state, change.created_by, True)
         else:
             raise self.error(f"{cmd.NAME.upper()} is not supported yet", cmd.line)
 
@@ -391,10 +426,47 @@ class Lowering:
         except DockerfileError:
             return original
 
+    def _named_value(self, name: str) -> str | None:
+        """The `--build-context` given for `name` (exact, else case-insensitive), if any."""
+        contexts = self.params.named_contexts
+        if name in contexts:
+            return contexts[name]
+        lowered = {k.lower(): v for k, v in contexts.items()}
+        return lowered.get(name.lower())
+
+    def _named_context(self, name: str, line: int, *, as_stage: bool) -> tuple[Vertex, Image, str] | None:
+        """A `--build-context`: an image (docker-image://, oci-layout://) or a local directory.
+
+        Used as a stage (`FROM name`), a local directory becomes a filesystem (its files
+        copied onto scratch, owned by root as context files are); used as a source
+        (`COPY --from`, `RUN --mount from=`) it is read in place.
+        """
+        value = self._named_value(name)
+        if value is None:
+            return None
+        if value.startswith(("docker-image://", "oci-layout://")):
+            return self._image(value, line)
+        if value.startswith("target:"):
+            raise self.error(f"build context {name}={value}: target: contexts exist only in bake files", line)
+        if "://" in value or value.startswith("git@"):
+            raise self.error(f"build context {name}={value}: remote contexts are not supported", line)
+        path = os.path.abspath(value)
+        if not os.path.isdir(path):
+            raise self.error(f"build context {name}={value}: {path} is not a directory", line)
+        local = self.graph.add(LocalSource(f"context:{name}", path))
+        if not as_stage:
+            return local, Image(architecture=self.params.arch, os=self.params.os), f"context {name}"
+        copy = FileOp((CopyAction(1, ("/",), "/"),))
+        vertex = self.graph.add(copy, [self.graph.add(ScratchSource()), local])
+        return vertex, Image(architecture=self.params.arch, os=self.params.os), f"context {name}"
+
     def _mount_source(self, state: _StageState, from_: str, line: int) -> Vertex:
-        """What a RUN --mount (or COPY --from) reads: the context, a stage, or an image."""
+        """What a RUN --mount (or COPY --from) reads: the context, a named context, a stage, or an image."""
         if not from_:
             return self._context_vertex()
+        named = self._named_context(from_, line, as_stage=False)
+        if named is not None:
+            return named[0]
         index = self._from_index(from_, state.stage.index, line)
         if index is not None:
             return self._states[index].vertex
