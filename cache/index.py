@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,6 +100,17 @@ CREATE TABLE IF NOT EXISTS build_memo(
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
     created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS containers(
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    image TEXT NOT NULL,
+    image_name TEXT NOT NULL,
+    created REAL NOT NULL,
+    state TEXT NOT NULL,
+    pid INTEGER,
+    exit_code INTEGER,
+    spec TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_variants(
     diff_id TEXT NOT NULL,
@@ -455,6 +466,12 @@ class CacheIndex:
     def set_memo(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO build_memo(key, value, created) VALUES(?,?,?)", (key, value, time.time()))
+
+    # ----------------------------------------------------------------- containers
+
+    def images_in_use(self) -> set[str]:
+        """Image IDs (config digests) of every container that exists, running or not."""
+        return {row[0] for row in self._query("SELECT DISTINCT image FROM containers")}
 
     # ----------------------------------------------------------------- compressed blobs
 
