@@ -79,6 +79,7 @@ class Recorder:
         snapshot: int | None,
         image: tuple[str, str] | None,
         steps: list[dict[str, Any]],
+        warnings: list[dict[str, Any]] | None = None,
     ) -> None:
         if not self.memoizable or not target_key:
             return
@@ -90,6 +91,7 @@ class Recorder:
             "snapshot": snapshot,
             "image": list(image) if image else None,
             "steps": steps,
+            "warnings": warnings or [],
         }
         index.set_memo(key, json.dumps(value, separators=(",", ":")))
 
