@@ -110,12 +110,14 @@ def test_racy_rule_directly(tmp_path, ctx, monkeypatch):
     # Pretend it was hashed in the same tick as the change: racy.
     racy = StatRow(row.size, row.mtime_ns, row.ctime_ns, row.ino, row.mode, "sha256:stale", row.mtime_ns)
     index.save_stat_cache(str(ctx), {"sub/a.txt": racy})
+    index._db.execute("DELETE FROM selection_fingerprints")  # this test is about the per-file rule
     fresh, _ = _hasher(tmp_path, ctx, index)
     digest = fresh.digest_selection(["/sub/a.txt"])
     assert fresh.stats.files_hashed == 1
     # And a trusted (old) entry is used as is, even if the digest is made up.
     trusted = StatRow(row.size, row.mtime_ns, row.ctime_ns, row.ino, row.mode, "made-up", row.mtime_ns + 10**10)
     index.save_stat_cache(str(ctx), {"sub/a.txt": trusted})
+    index._db.execute("DELETE FROM selection_fingerprints")
     stale, _ = _hasher(tmp_path, ctx, index)
     assert stale.digest_selection(["/sub/a.txt"]) != digest
     assert stale.stats.files_from_stat_cache == 1
