@@ -24,7 +24,7 @@ import time
 from typing import Callable, Iterable, Sequence
 
 from cache.index import CacheIndex, StatRow
-from engine.fs.selection import Selected, select_sources
+from engine.fs.selection import ContextFilter, Selected, select_sources
 
 READ_CHUNK = 1 << 20
 SMALL_FILE = 1 << 16
@@ -136,6 +136,10 @@ class ContextHasher:
         self._granularity = timestamp_granularity_ns(self.root)
         self._memo: dict[str, str] = {}
         self._fingerprints: dict[str, tuple[str, str, int]] = {}
+        matcher = getattr(excluded, "matcher", None)
+        patterns = [(p.text, p.exclusion) for p in matcher.patterns] if matcher is not None else None
+        # A digest depends on the exclude rules too: they are part of what a fingerprint stands for.
+        self._patterns_tag = "" if excluded is None else "\0excludes:" + hashlib.sha256(repr(patterns or id(excluded)).encode()).hexdigest()
         self.stats = HashStats()
 
     def _rows(self) -> dict[str, StatRow]:
@@ -202,8 +206,16 @@ class ContextHasher:
         return _Node(rel, path, st, children)
 
     def _skip(self, rel: str, st: os.stat_result) -> bool:
-        """An excluded file. (An excluded directory is still walked: `!` patterns may re-include below it.)"""
-        return self.excluded is not None and not stat.S_ISDIR(st.st_mode) and self.excluded(rel, False)
+        """An excluded entry. An excluded directory is still walked when a `!` pattern may
+        re-include something below it; otherwise (node_modules, .git) it is never entered."""
+        if self.excluded is None:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return self.excluded(rel, False)
+        if not self.excluded(rel, True):
+            return False
+        may = getattr(self.excluded, "may_reinclude_below", None)
+        return may is not None and not may(rel)
 
     def _excluded_dir(self, rel: str, st: os.stat_result) -> bool:
         return self.excluded is not None and self.excluded(rel, True)
@@ -224,7 +236,7 @@ class ContextHasher:
             mode = st.st_mode
             if excluded is not None:
                 child_rel = f"{rel}/{entry.name}" if rel else entry.name
-                if not stat.S_ISDIR(mode) and excluded(child_rel, False):
+                if self._skip(child_rel, st):
                     continue
             else:
                 child_rel = ""
@@ -245,8 +257,11 @@ class ContextHasher:
     def _select(self, sources: Sequence[str], follow_symlinks: bool, allow_wildcard: bool) -> list[tuple[str, str, str, str]]:
         """(source, selected name, path relative to the root, host path) for every selected entry."""
         out = []
+        flt = self.excluded if isinstance(self.excluded, ContextFilter) else None
         for src in sources:
-            for sel in select_sources(self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks):
+            for sel in select_sources(
+                self.root, src, allow_wildcard=allow_wildcard, follow_symlinks=follow_symlinks, context_filter=flt
+            ):
                 rel = os.path.relpath(sel.host_path, self.root)
                 out.append((src, sel.rel, "" if rel == "." else rel, sel.host_path))
         return out
@@ -269,7 +284,7 @@ class ContextHasher:
         recorded with the last digest (and that record is not racy), the digest is
         reused without loading a single stat-cache row.
         """
-        selector = f"{follow_symlinks}:{allow_wildcard}:" + "\0".join(sources)
+        selector = f"{follow_symlinks}:{allow_wildcard}:" + "\0".join(sources) + self._patterns_tag
         cached = self._memo.get(selector)
         if cached is not None:
             return cached

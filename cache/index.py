@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS containers(
     state TEXT NOT NULL,
     pid INTEGER,
     exit_code INTEGER,
-    spec TEXT NOT NULL DEFAULT '{}'
+    spec TEXT NOT NULL DEFAULT '{}',
+    runtime_state TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blob_variants(
     diff_id TEXT NOT NULL,
@@ -158,6 +159,25 @@ class StatRow(NamedTuple):
     hashed_ns: int
 
 
+class ContainerRow(NamedTuple):
+    """A container (see engine.containers): `spec` is its plan as JSON, `runtime_state`
+    how to find its processes (runtime, pids with start times, bound ports) as JSON."""
+
+    id: str
+    name: str
+    image: str
+    image_name: str
+    created: float
+    state: str
+    pid: int | None
+    exit_code: int | None
+    spec: str
+    runtime_state: str
+
+
+_CONTAINER_COLUMNS = "id, name, image, image_name, created, state, pid, exit_code, spec, runtime_state"
+
+
 class ImageRow(NamedTuple):
     name: str
     manifest: str
@@ -190,6 +210,9 @@ class CacheIndex:
                 for column in ("blob", "blob_media_type"):  # added in schema 5
                     if column not in columns:
                         db.execute(f"ALTER TABLE layers ADD COLUMN {column} TEXT")
+                container_columns = {row[1] for row in db.execute("PRAGMA table_info(containers)")}
+                if "runtime_state" not in container_columns:  # added in schema 7
+                    db.execute("ALTER TABLE containers ADD COLUMN runtime_state TEXT NOT NULL DEFAULT '{}'")
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -472,6 +495,45 @@ class CacheIndex:
     def images_in_use(self) -> set[str]:
         """Image IDs (config digests) of every container that exists, running or not."""
         return {row[0] for row in self._query("SELECT DISTINCT image FROM containers")}
+
+    def add_container(self, row: ContainerRow) -> bool:
+        """Insert a new container; False when its name is taken."""
+        try:
+            with self.transaction() as db:
+                db.execute(f"INSERT INTO containers({_CONTAINER_COLUMNS}) VALUES(?,?,?,?,?,?,?,?,?,?)", tuple(row))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def get_container(self, container_id: str) -> ContainerRow | None:
+        rows = self._query(f"SELECT {_CONTAINER_COLUMNS} FROM containers WHERE id=?", (container_id,))
+        return ContainerRow(*rows[0]) if rows else None
+
+    def list_containers(self) -> list[ContainerRow]:
+        return [ContainerRow(*row) for row in self._query(f"SELECT {_CONTAINER_COLUMNS} FROM containers ORDER BY created DESC")]
+
+    def update_container(
+        self,
+        container_id: str,
+        *,
+        state: str,
+        pid: int | None,
+        exit_code: int | None,
+        runtime_state: str,
+        only_from: tuple[str, ...] = (),
+    ) -> bool:
+        """Record a state change; with `only_from`, only from one of those states (False otherwise)."""
+        sql = "UPDATE containers SET state=?, pid=?, exit_code=?, runtime_state=? WHERE id=?"
+        args: tuple[object, ...] = (state, pid, exit_code, runtime_state, container_id)
+        if only_from:
+            sql += f" AND state IN ({','.join('?' * len(only_from))})"
+            args += tuple(only_from)
+        with self.transaction() as db:
+            return db.execute(sql, args).rowcount > 0
+
+    def remove_container(self, container_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM containers WHERE id=?", (container_id,))
 
     # ----------------------------------------------------------------- compressed blobs
 

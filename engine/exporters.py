@@ -1,4 +1,4 @@
-"""`--output` exporters: OCI image layout, docker-archive tarball, local directory.
+"""`--output` exporters: OCI image layout, docker-archive tarball, local directory, registry.
 
 Each export asks for exactly the blobs it writes: an OCI export compresses layers
 (once per layer, then reuses the stored gzip blob), a docker archive streams the
@@ -9,15 +9,18 @@ filesystem.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from engine.errors import ExportError
 from engine.images import BuiltImage
 from engine.layers import LayerBlobs
 from engine.oci import mediatypes
 from engine.oci.image import Descriptor, Manifest
-from engine.outputs import OutputSpec
+from engine.outputs import PUSH_TYPES, OutputSpec
 from engine.solver.context import Engine
+
+if TYPE_CHECKING:
+    from engine.progress.events import EventBus
 
 COMPRESSIONS = {"gzip": mediatypes.OCI_LAYER_GZIP, "uncompressed": mediatypes.OCI_LAYER}
 
@@ -55,10 +58,19 @@ def export_manifest(built: BuiltImage, blobs: LayerBlobs, compression: str) -> t
     return data, blobs.engine.store.put_bytes(data)
 
 
-def export(engine: Engine, blobs: LayerBlobs, built: BuiltImage, spec: OutputSpec, names: tuple[str, ...]) -> str:
+def export(
+    engine: Engine,
+    blobs: LayerBlobs,
+    built: BuiltImage,
+    spec: OutputSpec,
+    names: tuple[str, ...],
+    events: EventBus | None = None,
+) -> str:
     """Write one output; returns the digest of the manifest it wrote ('' for local)."""
     from engine.oci.layout import ExportImage, write_docker_archive, write_oci_layout
 
+    if spec.type in PUSH_TYPES:
+        return export_to_registry(engine, blobs, built, spec, names, events)
     dest = os.path.abspath(spec.dest)
     if spec.type == "local":
         export_local(engine, built.snapshot, dest)
@@ -75,6 +87,50 @@ def export(engine: Engine, blobs: LayerBlobs, built: BuiltImage, spec: OutputSpe
         write_docker_archive(dest, [ExportImage(manifest, built.config_bytes, export_names)], _Blobs(engine, blobs, built))
         return digest
     raise ExportError(f"unknown output type {spec.type!r}")
+
+
+def _push_names(spec: OutputSpec, names: tuple[str, ...]) -> tuple[str, ...]:
+    name_attr = spec.attrs.get("name")
+    return tuple(n.strip() for n in name_attr.split(",") if n.strip()) if name_attr else names
+
+
+def check_push_names(outputs: list[OutputSpec], names: tuple[str, ...]) -> None:
+    """Refuse, before building, a push with no name to push to (or a name that is not a reference)."""
+    from engine.errors import UsageError
+    from engine.reference import parse_reference
+
+    for spec in outputs:
+        if spec.type not in PUSH_TYPES or not (spec.type == "registry" or spec.flag("push", False)):
+            continue
+        targets = _push_names(spec, names)
+        if not targets:
+            raise UsageError(f"--output type={spec.type}: nothing to push to (give -t NAME or name=NAME)")
+        for target in targets:
+            parse_reference(target)
+
+
+def export_to_registry(
+    engine: Engine, blobs: LayerBlobs, built: BuiltImage, spec: OutputSpec, names: tuple[str, ...], events: EventBus | None
+) -> str:
+    """`type=registry` (and `type=image,push=true`): push the image under each name; returns its digest.
+
+    `type=image` without push only names the image in the local store, which the build
+    has already done for its -t tags.
+    """
+    if not (spec.type == "registry" or spec.flag("push", False)):
+        return ""
+    from engine.registry.client import RegistryClient
+    from engine.registry.push import plan_push, push_plan
+
+    plan = plan_push(engine, blobs, built.manifest_bytes, built.snapshot)
+    with RegistryClient.from_environment() as client:
+        for name in _push_names(spec, names):
+            result = push_plan(engine, client, name, plan, events=events)
+            if events is not None:
+                from engine.progress.events import BuildMessage
+
+                events.publish(BuildMessage(f"pushed {result.ref} digest: {result.digest} size: {result.size}"))
+    return plan.digest
 
 
 def export_local(engine: Engine, snapshot: int | None, dest: str) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from cache.index import ImageRow, LayerRow, SnapshotRow
 from engine.errors import ImageNotFoundError, ShipyardError
@@ -26,6 +26,9 @@ from engine.oci.image import Descriptor, HistoryEntry, Image, Manifest, Timestam
 from engine.reference import parse_reference
 from engine.solver.context import Engine
 from frontends.base import ResolvedImage
+
+if TYPE_CHECKING:
+    from engine.progress.events import EventBus
 
 EXPORTER_COMMENT = "buildkit.exporter.image.v0"
 DOCKER_IMAGE_SCHEME = "docker-image://"
@@ -57,9 +60,21 @@ class BuiltImage:
 class ImageStore:
     """Names → images, over the cache index and the content store. Also the frontends' resolver."""
 
-    def __init__(self, engine: Engine, on_resolve: Callable[[str, str, str, bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_resolve: Callable[[str, str, str, bool], None] | None = None,
+        *,
+        events: EventBus | None = None,
+        pull: bool = False,
+    ) -> None:
         self.engine = engine
         self._on_resolve = on_resolve
+        self.events = events
+        """Where pull progress and warnings go (the build's event bus)."""
+        self.pull = pull
+        """Whether `resolve` may ask registries (see `engine.registry.pull.pull_if_needed`): the build's does."""
+        self._remote: dict[str, str | None | ShipyardError] = {}
 
     def _load(self, row: ImageRow) -> StoredImage:
         config = self.engine.store.read(row.config)
@@ -69,9 +84,11 @@ class ImageStore:
         """(image, found by its name) — by name (docker's normalization), `name@digest`, or ID prefix."""
         if ref.startswith("sha256:") or (len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref)):
             wanted = ref if ref.startswith("sha256:") else "sha256:" + ref
-            for row in self.engine.index.list_images():
-                if row.config.startswith(wanted) or row.manifest == wanted:
-                    return self._load(row), False
+            rows = [r for r in self.engine.index.list_images() if r.config.startswith(wanted) or r.manifest == wanted]
+            if len({r.config for r in rows}) > 1:
+                raise ImageNotFoundError(f"image ID prefix {ref!r} is ambiguous: it matches several images")
+            if rows:
+                return self._load(rows[0]), False
         try:
             reference = parse_reference(ref)
         except ShipyardError:
@@ -92,6 +109,25 @@ class ImageStore:
         if ref.startswith(OCI_LAYOUT_SCHEME):
             return self._resolve_layout(ref)
         stored, by_name = self._find(ref)
+        if self.pull:
+            # Absent, or pulled earlier and its tag may have moved: ask the registry, once per
+            # reference per build (the checks and the lowering both resolve). Local images and
+            # present digest references never reach the network.
+            if ref not in self._remote:
+                from engine.registry.pull import pull_if_needed
+
+                try:
+                    self._remote[ref] = pull_if_needed(
+                        self.engine, ref, stored.manifest_digest if stored else None, by_name, events=self.events
+                    )
+                except ShipyardError as exc:
+                    self._remote[ref] = exc
+            outcome = self._remote[ref]
+            if isinstance(outcome, ShipyardError):
+                raise outcome
+            if outcome is not None:  # tracked remotely: never memoized, the next build asks again
+                row = self.engine.index.get_image(outcome)
+                stored, by_name = (self._load(row) if row is not None else None), False
         if stored is not None and self._on_resolve is not None:
             self._on_resolve(ref, stored.name, stored.manifest_digest, by_name)
         if stored is None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 from engine.errors import UsageError
 
-OUTPUT_TYPES = ("oci", "docker", "local", "image")
+OUTPUT_TYPES = ("oci", "docker", "local", "image", "registry")
+PUSH_TYPES = ("image", "registry")
+"""`type=registry` is `type=image,push=true`: both name the image with `name=` (else the -t tags)."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,6 @@ def parse_output(text: str) -> OutputSpec:
     if kind not in OUTPUT_TYPES:
         raise UsageError(f"--output {text!r}: type must be one of {', '.join(OUTPUT_TYPES)}")
     dest = fields.pop("dest", "")
-    if kind != "image" and not dest:
+    if kind not in PUSH_TYPES and not dest:
         raise UsageError(f"--output {text!r}: dest= is required for type={kind}")
     return OutputSpec(kind, dest, fields)

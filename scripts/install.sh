@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="runc busybox-static skopeo umoci ca-certificates python3-venv"
+PKGS="runc busybox-static skopeo umoci ca-certificates python3-venv docker-registry openssl git openssh-client slirp4netns"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

@@ -9,6 +9,7 @@ imports here stay light because the memo path must not pay for the frontend.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -90,6 +91,14 @@ class _BuildRun:
             from engine.outputs import parse_output
 
             self.outputs = [parse_output(o) for o in args.output]
+        if getattr(args, "push", False):  # --push: buildx's shorthand for --output type=registry
+            from engine.outputs import parse_output
+
+            self.outputs.append(parse_output("type=registry"))
+        if any(o.type in ("registry", "image") for o in self.outputs):
+            from engine.exporters import check_push_names
+
+            check_push_names(self.outputs, tuple(args.tag))
         self.build_args = parse_build_args(args.build_arg)
         path, self.filename = _dockerfile_path(args)
         try:
@@ -98,9 +107,21 @@ class _BuildRun:
             raise UsageError(f"Dockerfile not found: {path}") from None
         except UnicodeDecodeError:
             raise UsageError(f"{path}: the Dockerfile is not UTF-8 text") from None
+        from frontends.dockerfile.dockerignore import load_ignore
+
+        self.ignore = load_ignore(args.context, None if path == "-" else os.path.abspath(path))
         self.wants_image = bool(args.tag or self.outputs or args.metadata_file or args.quiet)
         self.call = "check" if args.check else args.call
         self.named_contexts = _parse_named_contexts(args.build_context)
+        self.remote_cache = None  # --cache-from / --cache-to (cache.remote)
+        if getattr(args, "cache_from", None) or getattr(args, "cache_to", None):
+            from cache.remote.session import RemoteCacheSession
+
+            self.remote_cache = RemoteCacheSession.from_flags(args.cache_from, args.cache_to)
+            self.wants_image = self.wants_image or bool(args.cache_to)
+        from engine.solver.session import parse_allow_flags
+
+        self.entitlements = parse_allow_flags(getattr(args, "allow", []))
         if args.platform and args.platform not in HOST_PLATFORMS:
             raise UsageError(f"--platform {args.platform}: only the host platform ({HOST_PLATFORMS[0]}) can be built here")
 
@@ -123,7 +144,7 @@ class _BuildRun:
             if self.call != "build":
                 return self._call()
             memo_key = None
-            if not self.args.no_cache and not self.outputs and not self.args.no_cache_filter:
+            if not self.args.no_cache and not self.outputs and not self.args.no_cache_filter and not getattr(self.args, "cache_to", None):
                 from engine.buildmemo import memo_key as make_key
                 from engine.buildmemo import verified_memo
 
@@ -132,7 +153,12 @@ class _BuildRun:
                     filename=self.filename,
                     context=self.args.context,
                     target=self.args.target or "",
-                    build_args={**self.build_args, **{f"context:{k}": v for k, v in self.named_contexts.items()}},
+                    build_args={
+                        **self.build_args,
+                        **{f"context:{k}": v for k, v in self.named_contexts.items()},
+                        **{f"allow:{e}": "1" for e in self.entitlements},  # a refused build is never a memo hit
+                        **({f"ignore:{self.ignore.name}": "\n".join(self.ignore.patterns)} if self.ignore.patterns else {}),
+                    },
                 )
                 memo = verified_memo(index, memo_key, self.hashers(index))
                 if memo is not None and (memo["image"] or not self.wants_image):
@@ -148,25 +174,51 @@ class _BuildRun:
         """Context hashers shared by the memo check and the solver (one walk per selection)."""
         if getattr(self, "_hashers", None) is None:
             from cache.checksum import ContextHashers
+            from frontends.dockerfile.dockerignore import exclude_factory
 
-            self._hashers = ContextHashers(index)
+            self._hashers = ContextHashers(index, exclude_factory=exclude_factory(self.ignore.name))
         return self._hashers
 
     def _call(self) -> int:
-        """`--call=outline|targets|check` (and `--check`): inspect instead of building."""
+        """`--call=outline|targets|check` (and `--check`): inspect instead of building.
+
+        Nothing is built and no base image has to exist; one that is in the local store
+        lends its ENV and SHELL to the checks (BuildKit resolves it; here a missing one
+        just contributes no variables).
+        """
+        from engine.images import ImageStore
+        from engine.solver.context import Engine
         from frontends.dockerfile.inspect import run_call
         from frontends.dockerfile.parser import parse_dockerfile
 
         if self.renderer is not None:
             self.renderer.close()
         dockerfile = parse_dockerfile(self.text, self.filename)
-        return run_call(self.call, dockerfile, self.build_args, self.args.target or "")
+        engine = Engine.open(state_root(self.args))
+        try:
+            return run_call(
+                self.call,
+                dockerfile,
+                self.build_args,
+                self.args.target or "",
+                source=self.text,
+                resolver=ImageStore(engine),
+                exclude_patterns=self.ignore.patterns,
+            )
+        finally:
+            engine.close()
 
     # ------------------------------------------------------------------ the memo path
 
     def _from_memo(self, index, memo: dict[str, Any]) -> int:  # type: ignore[no-untyped-def]
         from engine.progress.events import BuildMessage, BuildPlanned, VertexCached
 
+        if memo.get("warnings"):  # the checks' warnings, shown again on every build as BuildKit does
+            from frontends.dockerfile.checks import CheckWarning
+
+            self.warnings = [CheckWarning(**w) for w in memo["warnings"]]
+            for warning in self.warnings:
+                self.bus.publish(BuildMessage(f"WARNING: {warning.line()}"))
         seen: set[str] = set()
         unique = [s for s in memo["steps"] if not (s["cache_key"] in seen or seen.add(s["cache_key"]))]
         self.bus.publish(BuildPlanned(len(unique)))
@@ -202,15 +254,20 @@ class _BuildRun:
         engine = Engine.open(root, runtime=self.args.runtime, index=index)
         recorder = Recorder()
         dockerfile = parse_dockerfile(self.text, self.filename)
-        self.warnings = self._checks(dockerfile)
-        store = ImageStore(engine, on_resolve=recorder.image)
+        self.warnings = self._checks(dockerfile, engine)
+        store = ImageStore(engine, on_resolve=recorder.image, events=self.bus, pull=True)
         params = BuildParams(
             context_path=os.path.abspath(self.args.context),
             target=self.args.target or "",
             build_args=self.build_args,
             named_contexts=self.named_contexts,
+            exclude_patterns=self.ignore.patterns,
         )
-        lowered = lower_dockerfile(dockerfile, params, store)
+        from engine.solver.sources import BuildResolver, RemoteSources, remote_sources_pinned
+
+        lowered = lower_dockerfile(dockerfile, params, BuildResolver(store, RemoteSources(engine)))
+        if not remote_sources_pinned(lowered.target):
+            recorder.memoizable = False  # an unpinned URL or branch may change with nothing local changing
         self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
         blobs = LayerBlobs(engine)
         try:
@@ -223,15 +280,19 @@ class _BuildRun:
         from engine.progress.events import BuildMessage
         from engine.solver.solver import Solver
 
-        from engine.solver.session import BuildSession, parse_secret_flag, parse_ssh_flag
+        from engine.graph.vertex import walk
+        from engine.solver.session import BuildSession, check_entitlements, parse_secret_flag, parse_ssh_flag
 
         session = BuildSession(
             secrets={s.id: s for s in map(parse_secret_flag, self.args.secret)},
             ssh=dict(map(parse_ssh_flag, self.args.ssh)),
+            entitlements=self.entitlements,
         )
+        check_entitlements(walk([lowered.target]), lowered.meta, self.entitlements)
         no_cache_stages = {s.lower() for s in self.args.no_cache_filter}
         uncached = {s.vertex for s in lowered.steps if s.stage.lower() in no_cache_stages and s.keyword != "FROM"}
         prefetch = (lambda sid: blobs.prefetch(engine.index.snapshot(sid).layer)) if self.wants_image else None
+        remote = self.remote_cache.open_imports(engine, self.bus) if self.remote_cache else None
         solver = Solver(
             engine,
             self.bus,
@@ -243,6 +304,7 @@ class _BuildRun:
             on_snapshot=prefetch,
             session=session,
             no_cache_vertices=uncached,
+            remote=remote,
         )
         previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
         try:
@@ -260,15 +322,19 @@ class _BuildRun:
             from engine.images import assemble_image
 
             built = assemble_image(engine, blobs, lowered.image, result.snapshot)
+            if self.remote_cache is not None:
+                built = self.remote_cache.inline(engine, blobs, built, outcome, lowered.target)
             digest, config_digest = built.manifest_digest, built.config_digest
             image = (digest, config_digest)
             for name in store.put(self.args.tag, built):
                 self.bus.publish(BuildMessage(f"naming to {name} done"))
             for spec in self.outputs:
-                exported = export(engine, blobs, built, spec, tuple(self.args.tag))
-                self.bus.publish(BuildMessage(f"exporting to {spec.type} {spec.dest} done"))
+                exported = export(engine, blobs, built, spec, tuple(self.args.tag), events=self.bus)
+                self.bus.publish(BuildMessage(f"exporting to {spec.type}{' ' + spec.dest if spec.dest else ''} done"))
                 if exported:
                     digest = exported
+        if self.remote_cache is not None:
+            self.remote_cache.export(engine, blobs, outcome, lowered.target, self.bus)
         steps = _step_entries(lowered, outcome)
         if memo_key is not None and recorder.memoizable:
             target_state = outcome.states[lowered.target.digest]
@@ -280,6 +346,7 @@ class _BuildRun:
                 snapshot=result.snapshot,
                 image=image,
                 steps=[{"name": s["name"], "cache_key": s["cache_key"]} for s in steps],
+                warnings=[dataclasses.asdict(w) for w in getattr(self, "warnings", [])],
             )
         summary = _summary_line(steps, time.time() - self.started)
         self.bus.publish(BuildMessage(summary))
@@ -289,14 +356,36 @@ class _BuildRun:
 
     # ------------------------------------------------------------------ reporting
 
-    def _checks(self, dockerfile):  # type: ignore[no-untyped-def]
-        """Run the build checks; each warning goes to the progress output and the metadata."""
-        from engine.progress.events import BuildMessage
-        from frontends.dockerfile.checks import run_checks
+    def _checks(self, dockerfile, engine=None):  # type: ignore[no-untyped-def]
+        """Run the build checks; each warning goes to the progress output and the metadata.
 
-        warnings = run_checks(dockerfile, self.build_args, self.args.target or "")
+        With `error=true` in the check options (`# check=` or BUILDKIT_DOCKERFILE_CHECK)
+        a warning fails the build before anything runs, as in BuildKit. `engine` lets the
+        checks read base images' ENV and SHELL from the local store.
+        """
+        from engine.progress.events import BuildMessage
+        from frontends.dockerfile.checks import CheckError, check_config, failure_message, run_checks
+
+        resolver = None
+        if engine is not None:
+            from engine.images import ImageStore
+
+            resolver = ImageStore(engine)
+        config = check_config(dockerfile, self.build_args)
+        warnings = run_checks(
+            dockerfile,
+            self.build_args,
+            self.args.target or "",
+            source=self.text,
+            resolver=resolver,
+            config=config,
+            exclude_patterns=self.ignore.patterns,
+        )
         for warning in warnings:
-            self.bus.publish(BuildMessage(f"WARNING: {warning.line()}"))
+            self.bus.publish(BuildMessage(f"WARN: {warning.line()}"))
+        failure = failure_message(warnings, config)
+        if failure:
+            raise CheckError(failure)
         return warnings
 
     def _finish(self, digest: str, config_digest: str, steps: list[dict[str, Any]]) -> None:
@@ -378,6 +467,10 @@ def _step_entries(lowered, outcome) -> list[dict[str, Any]]:  # type: ignore[no-
                 "cache_key": (state.key or "") if state else "",
             }
         )
+        if state is not None and not state.executed:
+            # where the result came from: this state dir, an imported cache, or nowhere
+            # (a later step's cache hit made it unnecessary)
+            entries[-1]["cache_source"] = state.cache_source or ("state" if state.result is not None else "skipped")
     return entries
 
 

@@ -56,7 +56,7 @@ from engine.errors import ContextError, ShipyardError
 from engine.fs.chmod import Chmod, parse_chmod
 from engine.fs.patterns import MatchInfo, PatternMatcher
 from engine.fs.safepath import clean, is_within, relative_to_root, resolve_in_root
-from engine.fs.selection import Selected
+from engine.fs.selection import ContextFilter, Selected
 
 MULTIPLE_SOURCES_MESSAGE = (
     "When using COPY with more than one source file, the destination must be a directory and end with a /"
@@ -91,6 +91,9 @@ class CopyOptions:
     """Only paths (relative to each source) matching these are copied (--parents)."""
     exclude_patterns: tuple[str, ...] = ()
     """Paths (relative to each source) matching these are skipped (--exclude)."""
+    context_filter: ContextFilter | None = None
+    """`.dockerignore` of the source root: what it excludes (paths relative to the
+    source *root*, not to each source) does not exist for this copy."""
     parents: bool = False
     """COPY --parents; dest is always a directory. With include_patterns (BuildKit's
     lowering, see selection.split_parents) each source is the pivot directory before
@@ -261,6 +264,9 @@ class _Copier:
         self.chmod = chmod
         self.include = include
         self.exclude = exclude
+        self.hidden = opts.context_filter if opts.context_filter else None
+        self._ctx_base = ""
+        """The copied source's path relative to the source root (for `hidden`)."""
         self.can_chown = os.geteuid() == 0
         self.meta = _Meta(
             opts.owner, opts.preserve_owner, chmod, opts.timestamp_ns, self.can_chown, opts.reuse, opts.on_file
@@ -319,6 +325,8 @@ class _Copier:
     def _copy_source(self, sel: Selected, dest: str, dir_intent: bool) -> None:
         if not is_within(self.src_root, sel.host_path):
             raise ContextError(f'"/{sel.rel}": escapes the source root')
+        base = os.path.relpath(sel.host_path, self.src_root)
+        self._ctx_base = "" if base == "." else base
         try:
             st = os.lstat(sel.host_path)
         except (FileNotFoundError, NotADirectoryError):
@@ -357,8 +365,13 @@ class _Copier:
             if not p or p.startswith("!") or any(c in p for c in "*?[\\"):
                 continue
             path = clean(f"{sel.rel}/{p}")
-            if not os.path.lexists(resolve_in_root(self.src_root, path, follow_final=False)):
+            host = resolve_in_root(self.src_root, path, follow_final=False)
+            if not os.path.lexists(host):
                 raise ContextError(f'"{path}": not found')
+            if self.hidden is not None:
+                rel = os.path.relpath(host, self.src_root)
+                if not self.hidden.visible(host, rel, os.path.isdir(host) and not os.path.islink(host)):
+                    raise self.hidden.not_found(path)
 
     def _copy_with_parents(self, sel: Selected, st: os.stat_result, dest: str) -> None:
         """--parents without a pivot: recreate the source's parent dirs below dest."""
@@ -469,10 +482,16 @@ class _Copier:
                     excluded, exc = exclude.matches_with_parent(rel, frame.exc or None)
                     if excluded:
                         included = False
+                hidden = ""
+                if self.hidden is not None:
+                    ctx_rel = f"{self._ctx_base}/{rel}" if self._ctx_base else rel
+                    if self.hidden(ctx_rel, st is not None and stat.S_ISDIR(st.st_mode)):
+                        hidden = ctx_rel
+                        included = False
                 src = f"{frame.src}/{name}"
                 dst = f"{frame.dst}/{name}"
                 if st is not None and stat.S_ISDIR(st.st_mode):
-                    if not included and not self._may_descend(rel, included, excluded, inc):
+                    if not included and not self._may_descend(rel, included, excluded, inc, hidden):
                         continue
                     child = _Frame(src, dst, st, rel, False, False, _META_FULL if included else _META_NONE, inc, exc)
                     if included:
@@ -500,13 +519,20 @@ class _Copier:
             if frame.materialized and frame.meta != _META_NONE:
                 self.finished.append(frame)
 
-    def _may_descend(self, rel: str, included: bool, excluded: bool, inc: MatchInfo) -> bool:
-        """Could anything below this not-copied directory still be copied?"""
+    def _may_descend(self, rel: str, included: bool, excluded: bool, inc: MatchInfo, hidden: str = "") -> bool:
+        """Could anything below this not-copied directory still be copied?
+
+        `hidden` is the directory's context path when `.dockerignore` excludes it.
+        """
         if self.include is not None and not any(inc) and not self.include.may_match_below(rel):
             return False
         if excluded:
             assert self.exclude is not None
-            return self.exclude.exclusions and self.exclude.may_match_below(rel, exclusion=True)
+            if not (self.exclude.exclusions and self.exclude.may_match_below(rel, exclusion=True)):
+                return False
+        if hidden:
+            assert self.hidden is not None
+            return self.hidden.may_reinclude_below(hidden)
         return True
 
     def _enter_dir(self, frame: _Frame, parent_fresh: bool) -> None:

@@ -55,6 +55,41 @@ class ImageSource:
     platform: str = "linux/amd64"
 
 
+@dataclass(frozen=True)
+class HttpSource:
+    """One file fetched over HTTP(S) (`ADD <url>`): a snapshot holding `/<filename>`.
+
+    `checksum` is the `--checksum` pin as written (`sha256:…`). `digest` (the content's
+    digest) and `last_modified` (the response's `Last-Modified`) are what the
+    frontend's resolver found, so the op changes exactly when the content does: like
+    BuildKit, the cache key is the content, the file name and its mode, never the URL.
+    """
+
+    url: str
+    filename: str
+    checksum: str = ""
+    digest: str = ""
+    last_modified: str = ""
+    perm: int = 0o600
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """A checkout of a git repository (`ADD <git url>`): the tree of `commit`, or of `subdir`.
+
+    `ref` is the branch, tag or commit as written; `commit` is what it resolved to (the
+    cache identity, with `subdir` and `keep_git_dir`; the remote is not part of it).
+    `checksum` is a `--checksum` / `?checksum=` pin the commit must start with.
+    """
+
+    remote: str
+    ref: str = ""
+    commit: str = ""
+    subdir: str = ""
+    keep_git_dir: bool = False
+    checksum: str = ""
+
+
 # --------------------------------------------------------------------------- exec
 
 
@@ -80,6 +115,11 @@ class Mount:
     uid: int | None = None
     gid: int | None = None
     required: bool = False
+    env: str = ""
+    """For a secret: the environment variable that receives its value (`env=`); the
+    value itself is never part of the op."""
+    ssh_id: str = ""
+    """For an ssh mount: which `--ssh` agent (`default` unless the mount names one)."""
 
 
 @dataclass(frozen=True)
@@ -178,8 +218,8 @@ class MergeOp:
     """Stack the inputs' layers in order, later ones on top (BuildKit's MergeOp)."""
 
 
-Op = Union[ScratchSource, LocalSource, ImageSource, ExecOp, FileOp, MergeOp]
-SOURCE_OPS = (ScratchSource, LocalSource, ImageSource)
+Op = Union[ScratchSource, LocalSource, ImageSource, HttpSource, GitSource, ExecOp, FileOp, MergeOp]
+SOURCE_OPS = (ScratchSource, LocalSource, ImageSource, HttpSource, GitSource)
 
 
 def canonical(value: object) -> object:

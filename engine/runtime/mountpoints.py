@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from engine.errors import ContextError
 from engine.fs.safepath import clean, resolve_in_root
@@ -97,18 +98,37 @@ def prepare_rootfs(rootfs: str, spec: ProcessSpec) -> list[str]:
     return stubs
 
 
-def remove_stubs(stubs: list[str]) -> None:
+def remove_stubs(stubs: list[str], rootfs: str) -> None:
     """Remove the mountpoints `prepare_rootfs` made, deepest first, if still empty.
 
     BuildKit's MountStubsCleaner does the same: an empty /etc/hosts or /proc the
-    runtime needed must not end up in the step's layer.
+    runtime needed must not end up in the step's layer. The container ran in between
+    and may have replaced a parent directory with a symlink to somewhere on the host
+    (the CVE-2024-23652 shape), so each removal walks down from the rootfs one
+    component at a time with O_NOFOLLOW and acts on the last directory's descriptor:
+    a symlink anywhere on the way ends the walk, and nothing outside the root is touched.
     """
+    root = os.path.abspath(rootfs)
     for path in reversed(stubs):
+        rel = os.path.relpath(path, root)
+        if rel.startswith("..") or rel == ".":
+            continue
+        *parents, name = rel.split(os.sep)
         try:
-            st = os.lstat(path)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rmdir(path)
-            elif st.st_size == 0:
-                os.unlink(path)
+            dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            for part in parents:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                os.close(dir_fd)
+                dir_fd = next_fd
+            st = os.lstat(name, dir_fd=dir_fd)
+            if stat.S_ISDIR(st.st_mode):
+                os.rmdir(name, dir_fd=dir_fd)
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(name, dir_fd=dir_fd)
         except OSError:
             pass
+        finally:
+            os.close(dir_fd)

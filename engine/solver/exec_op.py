@@ -1,17 +1,27 @@
-"""Executing an `ExecOp` (a RUN): a container on a writable snapshot of its root input."""
+"""Executing an `ExecOp` (a RUN): a container on a writable snapshot of its root input.
+
+This is the one place that starts a build container, so the entitlements a step
+needs (`--network=host`, `--security=insecure`) are checked here too, whatever
+checked them before. Extra mounts come from `engine.solver.mounts`; everything they
+set up is undone (and their mountpoints removed from the rootfs) before the new
+layer is committed, so no mount, stub, secret or cache content lands in a layer.
+"""
 
 from __future__ import annotations
 
 import secrets
 import threading
 from contextlib import ExitStack
+from typing import TYPE_CHECKING, Mapping
 
 from engine.errors import BuildStepError
-from engine.fs.safepath import resolve_in_root
 from engine.graph.ops import ExecOp
 from engine.solver.context import Engine
 from engine.solver.results import OutputSink, Result, input_result
-from engine.solver.session import BuildSession
+from engine.solver.session import BuildSession, entitlement_error, needed_entitlements
+
+if TYPE_CHECKING:
+    from engine.fs.selection import ContextFilter
 
 
 def run_exec(
@@ -23,10 +33,16 @@ def run_exec(
     on_output: OutputSink,
     cancel: threading.Event,
     session: BuildSession,
+    context_filters: "Mapping[int, ContextFilter] | None" = None,
 ) -> int:
-    from engine.runtime.base import BindMount, ProcessSpec, TmpfsMount
+    """Run `op`; `context_filters` (`.dockerignore` per local-context input) shape bind mounts."""
+    from engine.runtime.base import ProcessSpec
     from engine.runtime.users import resolve_user
+    from engine.solver.mounts import prepare_mounts
 
+    for entitlement, flag in needed_entitlements(op):
+        if entitlement not in session.entitlements:
+            raise entitlement_error(entitlement, flag)
     runtime = engine.runtime
     root = input_result(inputs, op.root_mount().input)
     snapshotter = engine.snapshotter
@@ -37,17 +53,8 @@ def run_exec(
             env = list(op.env) + list(op.proxy_env)
             if not any(e.startswith("HOME=") for e in env):
                 env.append(f"HOME={user.home}")
-            mounts: list[BindMount | TmpfsMount] = []
-            for mount in op.mounts:
-                if mount.target == "/":
-                    continue
-                if mount.type == "tmpfs":
-                    mounts.append(TmpfsMount(mount.target, mount.tmpfs_size))
-                elif mount.type == "bind":
-                    source = input_result(inputs, mount.input)
-                    base = source.context_path or stack.enter_context(snapshotter.view(source.snapshot))
-                    mounts.append(BindMount(resolve_in_root(base, mount.selector), mount.target, mount.readonly))
-            network = "none" if op.network == "none" else "host"
+            prepared = prepare_mounts(engine, op, inputs, active.root, session, stack, cancel, context_filters)
+            env = _with_overrides(env, prepared.env)
             spec = ProcessSpec(
                 args=op.args,
                 env=tuple(env),
@@ -56,8 +63,8 @@ def run_exec(
                 gid=user.gid,
                 additional_gids=user.additional_gids,
                 hostname=op.hostname or "buildkitsandbox",
-                network=network,
-                mounts=tuple(mounts),
+                network="none" if op.network == "none" else "host",  # "default" is the host's network here
+                mounts=prepared.mounts,
                 security=op.security,
             )
             status = runtime.run(
@@ -73,3 +80,11 @@ def run_exec(
     except BaseException:
         snapshotter.abort(active)
         raise
+
+
+def _with_overrides(env: list[str], extra: tuple[str, ...]) -> list[str]:
+    """`env` with the variables of `extra` (secrets exposed with `env=`) replacing their namesakes."""
+    if not extra:
+        return env
+    names = {item.partition("=")[0] for item in extra}
+    return [item for item in env if item.partition("=")[0] not in names] + list(extra)

@@ -21,17 +21,21 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from cache.checksum import ContextHasher, ContextHashers, tree_digest
 from engine.errors import BuildCancelled, BuildStepError, ShipyardError
 from engine.graph.ops import SOURCE_OPS, CopyAction, ImageSource, LocalSource, VertexMeta
 from engine.graph.vertex import Vertex, walk
-from engine.progress.events import EventBus, VertexCached, VertexCompleted, VertexLog, VertexStarted
+from engine.progress.events import BuildMessage, EventBus, VertexCached, VertexCompleted, VertexLog, VertexStarted
 from engine.solver.context import Engine
 from engine.solver.execute import EMPTY, Result, run_vertex, source_result
 from engine.solver.session import EMPTY_SESSION, BuildSession
 from engine.solver.keys import KeyParts, content_parts, definition_parts
+
+if TYPE_CHECKING:
+    from cache.index import CacheRecord
+    from cache.remote.protocol import RemoteCache, RemoteHit
 
 LOG_TAIL_LINES = 12
 DEFAULT_PARALLELISM = 32
@@ -50,6 +54,8 @@ class VertexState:
     duration: float = 0.0
     error: str = ""
     result: Result | None = None
+    cache_source: str = ""
+    """The imported cache the result came from (`registry:REF`, …), when it did."""
     log_tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL_LINES))
     _partial_line: bytes = b""
 
@@ -77,6 +83,7 @@ class Solver:
         on_snapshot: Callable[[int], None] | None = None,
         session: BuildSession = EMPTY_SESSION,
         no_cache_vertices: set[str] | None = None,
+        remote: RemoteCache | None = None,
     ) -> None:
         self.engine = engine
         self.bus = bus
@@ -88,7 +95,9 @@ class Solver:
         self._on_snapshot = on_snapshot
         self.session = session
         self._no_cache_vertices = no_cache_vertices or set()
+        self.remote = remote
         self._cancel = threading.Event()
+        self._first_user: dict[str, Vertex] = {}
 
     # ------------------------------------------------------------------ public
 
@@ -98,11 +107,17 @@ class Solver:
     def solve(self, targets: list[Vertex]) -> SolveOutcome:
         order = list(walk(targets))
         states = {v.digest: VertexState(v, self._name(v)) for v in order}
+        self._first_user = {}
+        for vertex in order:
+            for child in vertex.inputs:
+                self._first_user.setdefault(child.digest, vertex)
         try:
             self._compute_keys(order, states)
         finally:
             self._hashers.flush()
         records = self.engine.index.lookup([s.key for s in states.values() if s.key])
+        if self.remote is not None:
+            self._load_remote(targets, states, records)
         needed = self._needed(targets, states, records)
         self._report_skipped(order, states, needed, records)
         self._run(order, states, needed, records)
@@ -196,6 +211,69 @@ class Solver:
             state.cached = True
             self.bus.publish(VertexCached(vertex.digest, state.name))
 
+    # ------------------------------------------------------------------ imported caches
+
+    def _load_remote(self, targets: list[Vertex], states: dict[str, VertexState], records: dict) -> None:
+        """Local misses an imported cache has: plan with them, then load only where the plan stops.
+
+        A remote hit stops the descent like a local one, so a hit below another hit is
+        never fetched. The hits the plan reaches are loaded in parallel and join
+        `records`; one that fails to load (a corrupt blob, a lost registry) is dropped
+        and the plan made again, so its step simply runs.
+        """
+        assert self.remote is not None
+        candidates = [
+            s.key for s in states.values() if s.key and s.key not in records and not isinstance(s.vertex.op, SOURCE_OPS)
+        ]
+        hits = self.remote.lookup(candidates) if candidates else {}
+        while hits:
+            needed = self._needed(targets, states, {**hits, **records})
+            frontier: dict[str, list[VertexState]] = {}
+            for digest in needed:
+                state = states[digest]
+                if state.key in hits and self._can_hit(state) and not isinstance(state.vertex.op, SOURCE_OPS):
+                    frontier.setdefault(state.key, []).append(state)
+            if not frontier:
+                return
+            loaded, failed = self._load_hits(frontier, hits)
+            records.update(loaded)
+            for key in frontier:
+                hits.pop(key, None)
+            if not failed:
+                return
+
+    def _remote_content_hit(self, state: VertexState) -> CacheRecord | None:
+        """A copy's content key, looked up in the imported caches once its sources are known."""
+        assert self.remote is not None and state.content_key
+        hit = self.remote.lookup([state.content_key]).get(state.content_key)
+        if hit is None:
+            return None
+        return self._load_hits({hit.key: [state]}, {hit.key: hit})[0].get(hit.key)
+
+    def _load_hits(
+        self, frontier: dict[str, list[VertexState]], hits: dict[str, RemoteHit]
+    ) -> tuple[dict[str, CacheRecord], bool]:
+        """Load each hit (in parallel); returns the records that loaded and whether any failed."""
+        assert self.remote is not None
+        remote = self.remote
+        loaded: dict[str, CacheRecord] = {}
+        failed = False
+        with ThreadPoolExecutor(max_workers=min(8, len(frontier)), thread_name_prefix="cache-import") as pool:
+            futures = {key: pool.submit(remote.load, hits[key]) for key in frontier}
+        for key, future in futures.items():
+            error = future.exception()
+            if error is None:
+                loaded[key] = future.result()
+                for state in frontier[key]:
+                    state.cache_source = hits[key].source
+            elif isinstance(error, (ShipyardError, OSError)):
+                failed = True
+                names = ", ".join(sorted({s.name for s in frontier[key]}))
+                self.bus.publish(BuildMessage(f"WARNING: cache from {hits[key].source} not used for {names}: {error}"))
+            else:
+                raise error
+        return loaded, failed
+
     # ------------------------------------------------------------------ running
 
     def _run(self, order: list[Vertex], states: dict[str, VertexState], needed: set[str], records: dict) -> None:
@@ -238,7 +316,11 @@ class Solver:
         if self._cancel.is_set():
             raise BuildCancelled("build cancelled")
         if isinstance(vertex.op, SOURCE_OPS):
-            state.result = source_result(self.engine, vertex)
+            try:
+                state.result = source_result(self.engine, vertex)
+            except ShipyardError as exc:  # name the step that reads the source (an ADD, a FROM)
+                user = self._first_user.get(vertex.digest, vertex)
+                raise _located(exc, self._location(vertex) or self._location(user), states[user.digest].name) from None
             if isinstance(vertex.op, ImageSource):
                 state.cached = True
                 self.bus.publish(VertexCached(vertex.digest, state.name))
@@ -254,6 +336,8 @@ class Solver:
             state.content_key = content.key()
             if self._can_hit(state):
                 found = self.engine.index.lookup([state.content_key]).get(state.content_key)
+                if found is None and self.remote is not None:
+                    found = self._remote_content_hit(state)
                 if found is not None:
                     self._mark_cached(state, found.snapshot, found.created)
                     self.engine.index.record([state.key], found.snapshot, state.name)

@@ -186,6 +186,11 @@ class Lowering:
                 index = self._from_index(cmd.from_, stage.index, cmd.line)
                 if index is not None:
                     deps.append(index)
+            elif isinstance(cmd, RunCommand):  # RUN --mount=from=<stage>
+                for mount in cmd.mounts:
+                    index = self._from_index(mount.from_, stage.index, cmd.line) if mount.from_ else None
+                    if index is not None:
+                        deps.append(index)
         return deps
 
     def _from_index(self, ref: str, current: int, line: int) -> int | None:
@@ -386,45 +391,95 @@ class Lowering:
 
     def _dispatch_run(self, state: _StageState, cmd: RunCommand, env: dict[str, str], order: int) -> None:
         cmd = cmd.expand(self.lex, env, self.filename)
-        if cmd.heredocs:
-            raise self.error("RUN with heredocs is not supported yet", cmd.line)
         from frontends.dockerfile.runmounts import lower_run_mounts
 
         cwd = state.config.working_dir or "/"
-        extra_inputs, mounts, mount_env = lower_run_mounts(
+        args = self._build_args_in_env(state)
+        env_keys = {item.partition("=")[0] for item in state.config.env} | {k for k, _ in args}
+        words, extra_inputs, extra_mounts, summary = self._run_heredocs(cmd)
+        inputs, mounts, mount_env = lower_run_mounts(
             cmd.mounts,
             source_for=lambda from_, line: self._mount_source(state, from_, line),
             cwd=cwd,
             filename=self.filename,
             line=cmd.line,
+            env_keys=env_keys,
+            first_input=1 + len(extra_inputs),
         )
-        argv = command_line(cmd.cmd, cmd.prepend_shell, state.config)
-        args = self._build_args_in_env(state)
+        argv = command_line(words, cmd.prepend_shell, state.config)
         exec_env = tuple(state.config.env) + tuple(f"{k}={v}" for k, v in args) + tuple(mount_env)
         op = ExecOp(
             args=argv,
             env=exec_env,
             cwd=cwd,
             user=state.config.user,
-            mounts=(Mount(target="/", input=0),) + tuple(mounts),
+            mounts=(Mount(target="/", input=0),) + tuple(extra_mounts) + tuple(mounts),
             network=cmd.network,  # type: ignore[arg-type]
             security=cmd.security,  # type: ignore[arg-type]
             proxy_env=self._proxy_env(),
         )
-        shown = self._display_text(cmd.original, env)
+        shown = self._run_display(cmd, summary, env)
         meta = self._step(state, shown, cmd.line)
-        state.vertex = self.graph.add(op, [state.vertex, *extra_inputs], meta)
+        state.vertex = self.graph.add(op, [state.vertex, *extra_inputs, *inputs], meta)
         self._record_step(state, meta, state.vertex, order, "RUN")
         state.position += 1
         prefix = f"|{len(args)} " + " ".join(f"{k}={v}" for k, v in args) + " " if args else ""
         self._history(state, f"RUN {prefix}{' '.join(argv)} # buildkit", False)
 
-    def _display_text(self, original: str, env: dict[str, str]) -> str:
-        """BuildKit shows a RUN with its variables expanded; fall back to the text as written."""
+    def _run_heredocs(self, cmd: RunCommand) -> tuple[tuple[str, ...], list[Vertex], list[Mount], str]:
+        """BuildKit's RUN heredocs: (command words, extra inputs, their mounts, name summary).
+
+        `RUN <<EOF` alone runs the body through the stage's shell (as one `-c` script);
+        a body starting with `#!` is written to `/dev/pipes/<name>` (mode 0755, a
+        read-only mount) and executed. Any other form (`RUN python3 <<EOF`,
+        `RUN <<A cat > /x <<B`) goes to the shell whole, the bodies appended after the
+        command line with their delimiters, so the shell feeds them as here-documents
+        (and expands them unless the delimiter was quoted). Bodies are never expanded by
+        the frontend, as in BuildKit.
+        """
+        if not cmd.heredocs:
+            return cmd.cmd, [], [], ""
+        if len(cmd.cmd) != 1 or not cmd.prepend_shell:
+            raise self.error(f"parsing produced an invalid run command: {list(cmd.cmd)}", cmd.line)
+        from engine.graph.ops import SCRATCH, MkfileAction
+        from frontends.dockerfile.instructions import heredoc_or_none
+
+        first = cmd.heredocs[0]
+        if heredoc_or_none(cmd.cmd[0]) is None:
+            full = cmd.cmd[0] + "".join("\n" + h.content + h.name for h in cmd.heredocs)
+            return (full,), [], [], ""
+        summary = self._summarize_heredoc(first.content)
+        if not first.content.startswith("#!"):
+            return (first.data,), [], [], summary
+        script = self.graph.add(
+            FileOp((MkfileAction("/" + first.name, first.data.encode(), 0o755),), base=SCRATCH),
+            meta=VertexMeta("[internal] preparing inline document"),
+        )
+        pipes = Mount(target="/dev/pipes", input=1, selector="/", readonly=True, type="bind")
+        return (posixpath.join("/dev/pipes/", first.name),), [script], [pipes], summary
+
+    @staticmethod
+    def _summarize_heredoc(doc: str) -> str:
+        """BuildKit's summary of a heredoc in a step name: its first line, `...` if more."""
+        lines = doc.strip().replace("\r\n", "\n").split("\n")
+        return lines[0] + ("..." if len(lines) > 1 else "")
+
+    def _run_display(self, cmd: RunCommand, summary: str, env: dict[str, str]) -> str:
+        """The step name BuildKit gives a RUN: its text (plus a heredoc's first line),
+        variables expanded with quotes kept and unknown ones left as written; a
+        secret exposed with `env=` shows as `****`."""
+        text = cmd.original + (f" ({summary})" if summary else "")
+        if "$" not in text:
+            return text
+        shown_env = dict(env)
+        for mount in cmd.mounts:
+            if mount.type == "secret" and mount.env:
+                shown_env[mount.env] = "****"
+        lex = ShellLex(self.df.escape, skip_unset_env=True, raw_quotes=True)
         try:
-            return self.lex.process_word(original, env) if "$" in original else original
+            return lex.process_word(text, shown_env)
         except DockerfileError:
-            return original
+            return text
 
     def _named_value(self, name: str) -> str | None:
         """The `--build-context` given for `name` (exact, else case-insensitive), if any."""
@@ -485,41 +540,244 @@ class Lowering:
         return dest
 
     def _dispatch_copy(self, state: _StageState, cmd: CopyCommand | AddCommand, order: int) -> None:
+        """COPY and ADD (BuildKit's `dispatchCopy`): one FileOp with a copy per kind of source.
+
+        Local sources (the context, a stage, an image, a named context) share one copy
+        action; each git repository, URL and heredoc gets its own input and action: a
+        `GitSource` copied from `/`, an `HttpSource` copied from `/<file name>`, a file
+        made on scratch by a mkfile (0644) for a heredoc. With `--link` (and no
+        `--chmod`, as in BuildKit) the copy goes onto scratch and is merged onto the
+        stage, so its cache key does not depend on the layers below it.
+        """
+        from engine.graph.ops import SCRATCH, MergeOp, MkfileAction
+
+        is_add = isinstance(cmd, AddCommand)
+        keyword = cmd.NAME.upper()
+        env = self._env(state)
         if cmd.source_contents:
-            raise self.error(f"{cmd.NAME.upper()} with heredocs is not supported yet", cmd.line)
-        if cmd.link:
-            raise self.error(f"{cmd.NAME.upper()} --link is not supported yet", cmd.line)
-        from_ = cmd.from_ if isinstance(cmd, CopyCommand) else ""
-        source = self._mount_source(state, from_, cmd.line)
+            heredoc_lex = ShellLex(self.df.escape, skip_process_quotes=True)
+            cmd = cmd.expand_heredocs(lambda word: heredoc_lex.process_word(word, env), self.filename)
         owner = None
         if cmd.chown:
             user, _, group = cmd.chown.partition(":")
             owner = Owner(user, group)
-        mode, mode_str = None, ""
-        if cmd.chmod:
-            try:
-                mode = int(cmd.chmod, 8)
-                if mode > 0o7777:
-                    raise ValueError
-            except ValueError:
-                mode_str = cmd.chmod
-        action = CopyAction(
-            source=1,
-            src=tuple("/" + s.lstrip("/") if s not in ("", ".") else "/" for s in cmd.sources),
-            dest=self._dest(state, cmd.dest),
-            owner=owner,
-            mode=mode,
-            mode_str=mode_str,
-            attempt_unpack=isinstance(cmd, AddCommand) and cmd.unpack is not False,
-            exclude_patterns=cmd.exclude,
-            parents=isinstance(cmd, CopyCommand) and cmd.parents,
-        )
-        meta = self._step(state, cmd.original, cmd.line)
-        state.vertex = self.graph.add(FileOp((action,)), [state.vertex, source], meta)
-        self._record_step(state, meta, state.vertex, order, cmd.NAME.upper())
+        mode, mode_str = self._copy_chmod(cmd)
+        self._check_copy_checksum(cmd)
+        dest = self._dest(state, cmd.dest)
+        total = len(cmd.sources) + len(cmd.source_contents)
+        if total > 1 and not dest.endswith("/") and (cmd.source_contents or any(self._is_remote(s, cmd.line) for s in cmd.sources)):
+            from engine.fs.copy import MULTIPLE_SOURCES_MESSAGE
+
+            raise self.error(MULTIPLE_SOURCES_MESSAGE, cmd.line)
+        link = cmd.link and not cmd.chmod
+        shown = self._copy_display(cmd, env)
+        meta = self._step(state, shown, cmd.line)
+        inputs: list[Vertex] = []
+        offset = 0 if link else 1
+        actions: list[CopyAction] = []
+        common = dict(dest=dest, owner=owner, mode=mode, mode_str=mode_str, exclude_patterns=cmd.exclude)
+
+        def input_index(vertex: Vertex) -> int:
+            for i, existing in enumerate(inputs):
+                if existing.digest == vertex.digest:
+                    return i + offset
+            inputs.append(vertex)
+            return len(inputs) - 1 + offset
+
+        local: list[str] = []
+
+        def flush_local() -> None:
+            if not local:
+                return
+            from_ = cmd.from_ if isinstance(cmd, CopyCommand) else ""
+            source = self._mount_source(state, from_, cmd.line)
+            actions.append(
+                CopyAction(
+                    source=input_index(source),
+                    src=tuple("/" + s.lstrip("/") if s not in ("", ".") else "/" for s in local),
+                    attempt_unpack=is_add and cmd.unpack is not False,
+                    parents=isinstance(cmd, CopyCommand) and cmd.parents,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+            local.clear()
+
+        for src in cmd.sources:
+            git = self._git_ref(src, cmd.line)
+            if git is not None:
+                if not is_add:
+                    raise self.error("source can't be a git ref for COPY", cmd.line)
+                flush_local()
+                vertex = self._git_source(git, cmd, meta)  # type: ignore[arg-type]
+                actions.append(
+                    CopyAction(
+                        source=input_index(vertex),
+                        src=("/",),
+                        follow_symlinks=False,
+                        allow_wildcard=False,
+                        allow_empty_wildcard=False,
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+            elif self._is_http(src):
+                if not is_add:
+                    raise self.error("source can't be a URL for COPY", cmd.line)
+                flush_local()
+                vertex, filename = self._http_source(src, cmd, meta)  # type: ignore[arg-type]
+                actions.append(
+                    CopyAction(
+                        source=input_index(vertex),
+                        src=("/" + filename,),
+                        follow_symlinks=False,
+                        dir_contents_only=False,
+                        allow_wildcard=False,
+                        allow_empty_wildcard=False,
+                        attempt_unpack=bool(cmd.unpack),  # type: ignore[union-attr]
+                        **common,  # type: ignore[arg-type]
+                    )
+                )
+            else:
+                local.append(src)
+        flush_local()
+        for content in cmd.source_contents:
+            path = "/" + content.path.lstrip("/")
+            document = self.graph.add(
+                FileOp((MkfileAction(path, content.data.encode("utf-8", "surrogateescape"), 0o644),), base=SCRATCH),
+                meta=VertexMeta("[internal] preparing inline document"),
+            )
+            actions.append(
+                CopyAction(
+                    source=input_index(document),
+                    src=(path,),
+                    follow_symlinks=False,
+                    dir_contents_only=False,
+                    allow_wildcard=False,
+                    allow_empty_wildcard=False,
+                    **common,  # type: ignore[arg-type]
+                )
+            )
+        if link:
+            copied = self.graph.add(FileOp(tuple(actions), base=SCRATCH), inputs, meta)
+            self._record_step(state, meta, copied, order, keyword)
+            link_meta = self._step(state, "LINK " + shown, cmd.line)
+            state.vertex = self.graph.add(MergeOp(), [state.vertex, copied], link_meta)
+            self._record_step(state, link_meta, state.vertex, order, keyword)
+        else:
+            state.vertex = self.graph.add(FileOp(tuple(actions)), [state.vertex, *inputs], meta)
+            self._record_step(state, meta, state.vertex, order, keyword)
         state.position += 1
-        srcs = " ".join(cmd.sources)
-        self._history(state, f"{cmd.NAME.upper()} {srcs} {cmd.dest} # buildkit", False)
+        self._history(state, self._copy_history(cmd) + " # buildkit", False)
+
+    def _copy_chmod(self, cmd: CopyCommand | AddCommand) -> tuple[int | None, str]:
+        """`--chmod` as (octal mode, symbolic text), checked now as BuildKit's frontend does."""
+        if not cmd.chmod:
+            return None, ""
+        from engine.fs.chmod import ChmodError, parse_chmod
+
+        try:
+            parsed = parse_chmod(cmd.chmod)
+        except ChmodError as exc:
+            raise self.error(str(exc), cmd.line) from None
+        return (parsed.mode, "") if parsed.mode is not None else (None, cmd.chmod)
+
+    def _check_copy_checksum(self, cmd: CopyCommand | AddCommand) -> None:
+        checksum = getattr(cmd, "checksum", "")
+        if not checksum:
+            return
+        if len(cmd.sources) != 1:
+            raise self.error("checksum can't be specified for multiple sources", cmd.line)
+        src = cmd.sources[0]
+        if self._git_ref(src, cmd.line) is None:
+            if not self._is_http(src):
+                raise self.error("checksum requires HTTP(S) or Git sources", cmd.line)
+            from frontends.dockerfile.addsources import parse_checksum
+
+            try:
+                parse_checksum(checksum)
+            except ValueError as exc:
+                raise self.error(str(exc), cmd.line) from None
+
+    def _git_ref(self, src: str, line: int):  # type: ignore[no-untyped-def]
+        from frontends.dockerfile.addsources import SourceError, parse_git_ref
+
+        try:
+            return parse_git_ref(src)
+        except SourceError as exc:
+            raise self.error(str(exc), line) from None
+
+    @staticmethod
+    def _is_http(src: str) -> bool:
+        from frontends.dockerfile.addsources import is_http_source
+
+        return is_http_source(src)
+
+    def _is_remote(self, src: str, line: int) -> bool:
+        return self._git_ref(src, line) is not None or self._is_http(src)
+
+    def _remote_resolver(self, line: int):  # type: ignore[no-untyped-def]
+        from frontends.dockerfile.addsources import RemoteResolver
+
+        if not isinstance(self.resolver, RemoteResolver):
+            raise self.error("remote ADD sources (URLs, git repositories) cannot be resolved in this build", line)
+        return self.resolver
+
+    def _git_source(self, ref, cmd: AddCommand, meta: VertexMeta) -> Vertex:  # type: ignore[no-untyped-def]
+        """A `GitSource` for `ADD <git url>`, its ref resolved to a commit by the engine."""
+        from engine.graph.ops import GitSource
+
+        keep = cmd.keep_git_dir
+        if ref.keep_git_dir is not None:
+            if cmd.keep_git_dir and not ref.keep_git_dir:
+                raise self.error("inconsistent keep-git-dir configuration", cmd.line)
+            keep = ref.keep_git_dir
+        checksum = cmd.checksum
+        if checksum and ref.checksum and checksum != ref.checksum:
+            raise self.error(f'checksum mismatch "{checksum}" != "{ref.checksum}"', cmd.line)
+        checksum = ref.checksum or checksum
+        git_ref = ref.ref
+        try:
+            commit = self._remote_resolver(cmd.line).resolve_git(ref.remote, git_ref, checksum)
+        except ShipyardError as exc:
+            raise self.error(exc.user_message(), cmd.line) from None
+        op = GitSource(ref.remote, git_ref, commit, ref.subdir, keep, checksum)
+        return self.graph.add(op, meta=meta)
+
+    def _http_source(self, url: str, cmd: AddCommand, meta: VertexMeta) -> tuple[Vertex, str]:
+        """An `HttpSource` for `ADD <url>`: its file name from the URL, its content digest resolved."""
+        from engine.graph.ops import HttpSource
+        from frontends.dockerfile.addsources import url_filename
+
+        filename = url_filename(url)
+        try:
+            resolved = self._remote_resolver(cmd.line).resolve_http(url, filename, cmd.checksum)
+        except ShipyardError as exc:
+            raise self.error(exc.user_message(), cmd.line) from None
+        op = HttpSource(url, filename, cmd.checksum, resolved.digest, resolved.last_modified)
+        return self.graph.add(op, meta=meta), filename
+
+    def _copy_display(self, cmd: CopyCommand | AddCommand, env: dict[str, str]) -> str:
+        """BuildKit's step name for COPY/ADD: the text through the word lexer, keyword upper-cased."""
+        try:
+            text = self.lex.process_word(cmd.original, env)
+        except DockerfileError:
+            text = cmd.original
+        keyword, sep, rest = text.partition(" ")
+        return keyword.upper() + sep + rest
+
+    @staticmethod
+    def _copy_history(cmd: CopyCommand | AddCommand) -> str:
+        """BuildKit's `created_by` for COPY/ADD (before ` # buildkit`)."""
+        words = [cmd.NAME.upper()]
+        if isinstance(cmd, CopyCommand) and cmd.parents:
+            words.append("--parents")
+        if cmd.chown:
+            words.append("--chown=" + cmd.chown)
+        if cmd.chmod:
+            words.append("--chmod=" + cmd.chmod)
+        words.extend(cmd.sources)
+        words.extend("<<" + content.path for content in cmd.source_contents)
+        words.append(cmd.dest)
+        return " ".join(words)
 
     def _dispatch_workdir(self, state: _StageState, cmd: WorkdirCommand, order: int) -> None:
         path = cmd.path

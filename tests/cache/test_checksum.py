@@ -144,3 +144,30 @@ def test_symlink_leaving_the_context_is_resolved_inside(tmp_path, ctx):
 
     with pytest.raises(ContextError):
         h.digest_selection(["/escape"])
+
+
+def test_dockerignore_filter_hides_files_and_prunes_excluded_dirs(tmp_path, ctx, monkeypatch):
+    from engine.fs.selection import ContextFilter
+
+    (ctx / "node_modules" / "pkg").mkdir(parents=True)
+    (ctx / "node_modules" / "pkg" / "index.js").write_text("x")
+    (ctx / "debug.log").write_text("log")
+    index = CacheIndex(tmp_path / "index.db")
+    flt = ContextFilter(["node_modules", "*.log"])
+    walked = []
+    real_scandir = os.scandir
+
+    def spy(path):  # type: ignore[no-untyped-def]
+        walked.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", spy)
+    first = ContextHasher(index, str(ctx), flt).digest_selection(["/*"])
+    assert not any("node_modules" in p for p in walked), "an excluded directory nothing re-includes is not entered"
+    (ctx / "debug.log").write_text("more log")
+    (ctx / "node_modules" / "pkg" / "index.js").write_text("changed")
+    assert ContextHasher(index, str(ctx), flt).digest_selection(["/*"]) == first
+    (ctx / "other.txt").write_text("visible change")
+    assert ContextHasher(index, str(ctx), flt).digest_selection(["/*"]) != first
+    # the same selection under other rules is a different digest, never a stale fingerprint
+    assert ContextHasher(index, str(ctx), ContextFilter(["*.log"])).digest_selection(["/*"]) != first
