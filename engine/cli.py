@@ -42,13 +42,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--ssh", action="append", default=[], metavar="ID[=SOCKET|KEY[,...]]", help="an SSH agent for RUN --mount=type=ssh")
     build.add_argument(
+        "--allow", action="append", default=[], metavar="ENTITLEMENT",
+        help="grant network.host (RUN --network=host) or security.insecure (RUN --security=insecure)",
+    )
+    build.add_argument(
         "--build-context", action="append", default=[], metavar="NAME=DIR|docker-image://REF|oci-layout://PATH",
         help="a named context usable in FROM and COPY --from",
     )
     build.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE", help="ignore the cache for these stages")
-    build.add_argument("--call", choices=("build", "outline", "targets", "check"), default="build", help="what to do with the Dockerfile")
+    build.add_argument(
+        "--call", default="build", metavar="build|outline|targets|check[,format=json]", help="what to do with the Dockerfile"
+    )
     build.add_argument("--check", action="store_true", help="run the build checks without building (same as --call=check)")
     build.add_argument("--platform", default="", help="target platform (only the host's is supported)")
+    build.add_argument("--push", action="store_true", help="push the image to its registry (same as --output type=registry)")
+    build.add_argument(
+        "--cache-to", action="append", default=[], metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline[,mode=min|max]",
+        help="export the build cache (repeatable)",
+    )
+    build.add_argument(
+        "--cache-from", action="append", default=[], metavar="type=registry,ref=REF|type=local,src=DIR|REF",
+        help="use an exported build cache on local misses (repeatable)",
+    )
 
     imp = sub.add_parser("import", help="create a base image from a root filesystem directory or tarball")
     imp.add_argument("source", metavar="ROOTFS_DIR_OR_TAR", help="a directory, a tar file (any compression) or - for stdin")
@@ -64,9 +79,15 @@ def _parser() -> argparse.ArgumentParser:
     parse.add_argument("file", metavar="FILE", help="a Dockerfile, or - for stdin")
     parse.add_argument("--json", action="store_true", help="JSON output (keyword, flags, arguments, heredocs, lines)")
 
-    images = sub.add_parser("images", help="list images in the local store")
-    images.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
-    images.add_argument("--format", choices=("table", "json"), default="table")
+    from engine.commands.imagecli import add_image_commands
+
+    add_image_commands(sub)  # images, tag, rmi, inspect, history, save, load
+    from engine.commands.registry import add_registry_commands
+
+    add_registry_commands(sub)  # pull, push, login, logout
+    from engine.commands.containercli import add_container_commands
+
+    add_container_commands(sub, RUNTIMES)  # run, ps, logs, stop, rm, exec, export, port
     return parser
 
 
@@ -85,10 +106,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.commands.dockerfile import run_dockerfile
 
             return run_dockerfile(args)
-        if args.command == "images":
-            from engine.commands.images import run_images
+        if args.command in ("images", "tag", "rmi", "inspect", "history", "save", "load"):
+            from engine.commands.imagecli import run_image_command
 
-            return run_images(args)
+            return run_image_command(args)
+        if args.command in ("pull", "push", "login", "logout"):
+            from engine.commands.registry import run_registry_command
+
+            return run_registry_command(args)
+        if args.command in ("run", "ps", "logs", "stop", "rm", "exec", "export", "port"):
+            from engine.commands.containercli import run_container_command
+
+            return run_container_command(args)
     except ShipyardError as exc:
         print(f"ERROR: {exc.user_message()}", file=sys.stderr)
         return exc.exit_code

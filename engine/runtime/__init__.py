@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.runtime.base import DEFAULT_PATH, BindMount, ProcessSpec, Runtime, TmpfsMount
+from engine.runtime.base import (
+    DEFAULT_PATH,
+    BindMount,
+    ContainerHandle,
+    ContainerProcess,
+    ContainerRuntime,
+    ProcessSpec,
+    Resources,
+    Runtime,
+    Stdio,
+    TmpfsMount,
+)
 
 if TYPE_CHECKING:
     from engine.runtime.probe import select_runtime
@@ -25,7 +36,12 @@ _LAZY = {
 __all__ = [
     "DEFAULT_PATH",
     "BindMount",
+    "ContainerHandle",
+    "ContainerProcess",
+    "ContainerRuntime",
     "ProcessSpec",
+    "Resources",
+    "Stdio",
     "ResolvedUser",
     "Runtime",
     "TmpfsMount",

@@ -48,8 +48,36 @@ class TmpfsMount:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """cgroup limits for a container; 0 means "no limit" for every field.
+
+    `memory_swap` is memory plus swap, as Docker's `--memory-swap`: 0 gives
+    Docker's default (twice `memory`), -1 unlimited swap.
+    """
+
+    memory: int = 0
+    memory_swap: int = 0
+    cpu_quota: int = 0
+    cpu_period: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.memory or self.cpu_quota)
+
+
+NO_LIMITS = Resources()
+
+
+@dataclass(frozen=True)
 class ProcessSpec:
-    """Everything about the process and its sandbox except the root filesystem."""
+    """Everything about the process and its sandbox except the root filesystem.
+
+    The fields after `security` serve long-lived containers (`shipyard run`):
+    `network="netns"` joins the namespace at `netns_path` (made by the caller,
+    who publishes ports into it); `terminal` gives the process a pty whose master
+    the caller receives; `resources` are cgroup limits. A future user-namespace
+    option (rootless) belongs here too, applied by both backends' config.
+    """
 
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -58,10 +86,14 @@ class ProcessSpec:
     gid: int = 0
     additional_gids: tuple[int, ...] = ()
     hostname: str = DEFAULT_HOSTNAME
-    network: Literal["host", "none"] = "host"
+    network: Literal["host", "none", "netns"] = "host"
     mounts: tuple[BindMount | TmpfsMount, ...] = ()
     readonly_rootfs: bool = False
     security: Literal["sandbox", "insecure"] = "sandbox"
+    netns_path: str = ""
+    terminal: bool = False
+    console_size: tuple[int, int] = (0, 0)
+    resources: Resources = NO_LIMITS
 
 
 OutputCallback = Callable[[int, bytes], None]
@@ -122,8 +154,10 @@ def check_spec(spec: ProcessSpec) -> None:
             raise RuntimeBackendError(f"mount target {mount.target!r} is not an absolute path below /")
         if isinstance(mount, BindMount) and not mount.source.startswith("/"):
             raise RuntimeBackendError(f"bind mount source {mount.source!r} is not absolute")
-    if spec.network not in ("host", "none"):
+    if spec.network not in ("host", "none", "netns"):
         raise RuntimeBackendError(f"unknown network mode {spec.network!r}")
+    if (spec.network == "netns") != bool(spec.netns_path) or (spec.netns_path and not spec.netns_path.startswith("/")):
+        raise RuntimeBackendError("network mode netns needs an absolute namespace path (and only it takes one)")
     if spec.security not in ("sandbox", "insecure"):
         raise RuntimeBackendError(f"unknown security mode {spec.security!r}")
 
@@ -132,3 +166,73 @@ def check_container_id(container_id: str) -> None:
     """Ids name directories and runc state; keep them to runc's own alphabet."""
     if not _ID_RE.match(container_id) or container_id in RESERVED_IDS:
         raise RuntimeBackendError(f"invalid container id {container_id!r}")
+
+
+# --- long-lived containers (`shipyard run`) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stdio:
+    """The file descriptors a container process gets as 0, 1 and 2 (ignored with a terminal)."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+
+
+@dataclass(frozen=True)
+class ContainerHandle:
+    """What any process needs to find a started container (or exec'd process) again.
+
+    `pid` is the host pid of the process; `pid_start` its start time in clock
+    ticks since boot (/proc/PID/stat), so a recycled pid is never mistaken for it.
+    """
+
+    runtime: str
+    container_id: str
+    pid: int
+    pid_start: int
+
+
+class ContainerProcess(Protocol):
+    """A started container's init, or a process exec'd into one.
+
+    `fileno()` becomes readable when the process has exited (for select/poll);
+    `console` is the pty master when the spec asked for a terminal (the caller
+    owns it). `close()` releases what the runtime holds for the process (for a
+    container's init: its runtime state) once it has exited.
+    """
+
+    handle: ContainerHandle
+    console: int | None
+
+    def fileno(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+    def signal(self, signum: int) -> None: ...
+
+    def detach(self) -> None:
+        """Leave the process running on its own (`exec -d`); nothing else may be called after."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ContainerRuntime(Runtime, Protocol):
+    """A runtime that also runs long-lived containers, as `shipyard run` needs.
+
+    `start` returns once the container's process has been exec'd (setup errors
+    raise `ContainerSetupError` with Docker's 125/126/127 status). `exec` starts
+    another process in a running container. `remove` cleans the runtime's state
+    for a container whose process is gone, from any process (e.g. after the
+    process that started it was killed).
+    """
+
+    def start(self, rootfs: str, spec: ProcessSpec, *, container_id: str, stdio: Stdio) -> ContainerProcess: ...
+
+    def exec(self, handle: ContainerHandle, spec: ProcessSpec, *, stdio: Stdio) -> ContainerProcess: ...
+
+    def remove(self, container_id: str) -> None: ...

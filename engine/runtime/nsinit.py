@@ -13,6 +13,16 @@ makes this process SIGKILL the container's pid 1, which takes the whole pid
 namespace with it. Errors before exec are written to stderr as one line and end
 the process with 127 (not found), 126 (cannot execute) or 125 (setup failed).
 
+Long-lived containers (`shipyard run`) add two fds: a report pipe, where the
+helper writes `pid N START` (its /proc start time) and then `ok` once the command was exec'd or `fail STATUS`
+and the setup error (so the starter reports it like `runc create` does), and a
+console socket that receives the pty master (runc's --console-socket protocol)
+when the process asked for a terminal. Namespaces given by path (a network
+namespace the starter made) are joined with setns before the rest are unshared.
+`exec_main` starts another process in a running container: it joins the
+namespaces and root of its pid 1, forks into its pid namespace, and supervises
+the process the same way.
+
 Sequence: unshare(mount, uts, ipc, pid [, net]); make / rprivate; fork. The
 parent waits, forwards signals, and exits with the child's status (128+N for a
 signal). The child is pid 1 of the new namespace: it binds the rootfs on itself,
@@ -37,6 +47,14 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+# mnt last: it changes what /proc/<pid> paths mean. (A user namespace, for rootless
+# containers, would have to be joined first.)
+SETNS_ORDER = ("ipc", "uts", "net", "pid", "mnt")
+SETNS_FLAGS = {"ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "mnt": CLONE_NEWNS}
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
 NAMESPACE_FLAGS = {
     "mount": CLONE_NEWNS,
     "uts": CLONE_NEWUTS,
@@ -139,9 +157,18 @@ class SetupError(Exception):
         self.status = status
 
 
+# `_socket`, imported before pivot_root/chroot (the container has no Python) and only
+# when a terminal is asked for, so a build step never pays for it.
+SOCKET_MODULE = [None]
+
+# Where setup errors go: stderr for a build step; the exec-failure pipe (see
+# `report_start`) for a long-lived container, whose starter reports them itself.
+ERROR_FD = [2]
+
+
 def fail(message, status):
     try:
-        os.write(2, ("shipyard: unable to start container process: " + message + "\n").encode("utf-8", "replace"))
+        os.write(ERROR_FD[0], ("shipyard: unable to start container process: " + message + "\n").encode("utf-8", "replace"))
     finally:
         os._exit(status)
 
@@ -466,10 +493,10 @@ def change_directory(cwd, required):
 # --- the container's pid 1 -------------------------------------------------------------
 
 
-def init_container(config):
+def init_container(config, console):
     root = os.path.realpath(config["root"]["path"])
     process = config["process"]
-    namespaces = [ns["type"] for ns in config["linux"].get("namespaces", ())]
+    namespaces = [ns["type"] for ns in config["linux"].get("namespaces", ()) if not ns.get("path")]
     rules = config["linux"].get("resources", {}).get("devices", ())
     nodev = not any(rule.get("allow") for rule in rules)
     host_devices = open_host_devices()
@@ -489,8 +516,47 @@ def init_container(config):
     mask_paths(config["linux"].get("maskedPaths", ()), config["linux"].get("readonlyPaths", ()))
     if config["root"].get("readonly"):
         remount_bind("/", MS_RDONLY)
+    become_process(process, console)
+
+
+def setup_console(process, console):
+    """A pty from the container's own devpts: the master goes to the starter over
+    the console socket (runc's --console-socket protocol), the slave becomes the
+    process's controlling terminal and stdio."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    zero = ctypes.c_int(0)
+    check(libc.ioctl(master, ctypes.c_ulong(TIOCSPTLCK), ctypes.byref(zero)), "unlock pty")
+    number = ctypes.c_uint(0)
+    check(libc.ioctl(master, ctypes.c_ulong(TIOCGPTN), ctypes.byref(number)), "get pty number")
+    slave = os.open("/dev/pts/" + str(number.value), os.O_RDWR | os.O_NOCTTY)
+    size = process.get("consoleSize") or {}
+    if size.get("height") and size.get("width"):
+        winsize = (ctypes.c_ushort * 4)(size["height"], size["width"], 0, 0)
+        libc.ioctl(slave, ctypes.c_ulong(TIOCSWINSZ), winsize)
+    user = process.get("user", {})
+    os.fchown(slave, user.get("uid", 0), user.get("gid", 0))
+    sock = SOCKET_MODULE[0].socket(fileno=console)
+    try:
+        sock.sendmsg([b"/dev/ptmx"], [(1, 1, master.to_bytes(4, sys.byteorder))])  # SOL_SOCKET, SCM_RIGHTS
+    finally:
+        sock.close()
+    os.close(master)
+    os.setsid()
+    check(libc.ioctl(slave, ctypes.c_ulong(TIOCSCTTY), ctypes.c_int(0)), "set controlling terminal")
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    if slave > 2:
+        os.close(slave)
+
+
+def become_process(process, console):
+    """Limits, console, capabilities, user, cwd, then exec: the part init and exec share."""
     set_rlimits(process.get("rlimits", ()))
     os.umask(0o022)
+    if process.get("terminal"):
+        if console < 0:
+            raise SetupError("a terminal was asked for without a console socket")
+        setup_console(process, console)
     caps = process.get("capabilities", {})
     drop_bounding(cap_mask(caps.get("bounding", ())))
     cwd = process.get("cwd") or "/"
@@ -514,7 +580,12 @@ def init_container(config):
     path = look_path(args[0], env)
     for signum in (SIGPIPE, SIGXFSZ):
         _signal.signal(signum, _signal.SIG_DFL)  # Python ignores them; the command must not
-    os.closerange(3, 1 << 20)
+    keep = ERROR_FD[0]
+    if keep > 2:  # the exec-failure pipe is close-on-exec: it closes itself on success
+        os.closerange(3, keep)
+        os.closerange(keep + 1, 1 << 20)
+    else:
+        os.closerange(3, 1 << 20)
     try:
         os.execve(path, args, env)
     except OSError as exc:
@@ -522,10 +593,13 @@ def init_container(config):
         raise SetupError('exec: "' + args[0] + '": ' + os.strerror(exc.errno or 0), status)
 
 
-def child_main(config, alive_r, alive_w, ctl):
+def run_guarded(body, alive_r, alive_w, closing):
+    """The forked child: arm the death signal, check the parent, run `body`; never return."""
     try:
         os.close(alive_w)
-        os.close(ctl)
+        for fd in closing:
+            if fd >= 0:
+                os.close(fd)
         prctl(PR_SET_PDEATHSIG, SIGKILL)
         # If the parent died before the death signal was armed, nobody would kill us.
         poller = select.poll()
@@ -533,7 +607,7 @@ def child_main(config, alive_r, alive_w, ctl):
         if poller.poll(0):
             os._exit(STATUS_SETUP_FAILED)
         os.close(alive_r)
-        init_container(config)
+        body()
     except SetupError as exc:
         fail(str(exc), exc.status)
     except OSError as exc:
@@ -560,7 +634,8 @@ def read_config(ctl):
 
 
 def supervise(pid, ctl):
-    """Wait for pid 1, forwarding signals; SIGKILL it when the control pipe closes."""
+    """Wait for pid 1, forwarding signals; SIGKILL it when the control pipe closes
+    (unless the starter wrote `detach` on it first)."""
     pidfd = os.pidfd_open(pid)
 
     def forward(signum, _frame):
@@ -580,22 +655,84 @@ def supervise(pid, ctl):
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
                 os._exit(code if code >= 0 else 128 - code)
-            if not os.read(ctl, 64):
+            data = os.read(ctl, 64)
+            if not data:
                 os.kill(pid, SIGKILL)
                 os.waitpid(pid, 0)
                 os._exit(128 + SIGKILL)
+            if b"detach" in data:  # `exec -d`: the starter leaves; the process lives on
+                poller.unregister(ctl)
 
 
-def main(ctl_arg):
+def write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def report_start(pid, err_r, report):
+    """Tell the starter the pid, then whether the exec happened: the child's
+    close-on-exec error pipe closes empty on a successful exec, or carries the
+    setup error (whose status is the child's exit status)."""
+    # The start time is read here, where the child cannot have been reaped yet.
+    write_all(report, ("pid " + str(pid) + " " + str(read_start_time(pid)) + "\n").encode())
+    chunks = []
+    while True:
+        chunk = os.read(err_r, 65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(err_r)
+    if chunks:
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        code = code if code >= 0 else 128 - code
+        write_all(report, ("fail " + str(code) + "\n").encode() + b"".join(chunks))
+        os.close(report)
+        os._exit(code)
+    write_all(report, b"ok\n")
+    os.close(report)
+
+
+def join_namespace_paths(config):
+    """setns into the namespaces given by path (e.g. a network namespace made by
+    the starter, which publishes ports into it); the flags left to unshare."""
+    flags = 0
+    for ns in config["linux"].get("namespaces", ()):
+        path = ns.get("path")
+        if not path:
+            flags |= NAMESPACE_FLAGS[ns["type"]]
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            check(libc.setns(fd, ctypes.c_int(NAMESPACE_FLAGS[ns["type"]])), "join " + ns["type"] + " namespace " + path)
+        finally:
+            os.close(fd)
+    return flags
+
+
+def load_socket_module(console):
+    if console >= 0:
+        import _socket
+
+        SOCKET_MODULE[0] = _socket
+
+
+def main(ctl_arg, report_arg="-1", console_arg="-1"):
+    """Run a container. With a report fd (long-lived containers) the pid and the
+    exec's success or failure are reported there; `console_arg` is the console
+    socket for a process that asked for a terminal."""
+    report, console = int(report_arg), int(console_arg)
+    load_socket_module(console)
+    if report >= 0:
+        ERROR_FD[0] = report  # errors before the fork go to the starter, not the container's stderr
     try:
         ctl = int(ctl_arg)
         config = read_config(ctl)
-        flags = 0
-        for ns in config["linux"].get("namespaces", ()):
-            flags |= NAMESPACE_FLAGS[ns["type"]]
+        flags = join_namespace_paths(config)
         check(libc.unshare(ctypes.c_int(flags)), "unshare")
         # Nothing mounted for the container may propagate back to the host.
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        err_r, err_w = os.pipe() if report >= 0 else (-1, -1)
         alive_r, alive_w = os.pipe()
         pid = os.fork()
     except SetupError as exc:
@@ -603,10 +740,100 @@ def main(ctl_arg):
     except Exception as exc:
         fail(type(exc).__name__ + ": " + str(exc), STATUS_SETUP_FAILED)
     if pid == 0:
-        child_main(config, alive_r, alive_w, ctl)
+        if err_w >= 0:
+            ERROR_FD[0] = err_w
+        run_guarded(lambda: init_container(config, console), alive_r, alive_w, (ctl, err_r, report))
     os.close(alive_r)
+    if console >= 0:
+        os.close(console)
+    if report >= 0:
+        os.close(err_w)
+        report_start(pid, err_r, report)
+    supervise(pid, ctl)
+
+
+# --- exec: another process in a running container -----------------------------------------
+
+
+# The host's /proc, opened before `exec_main` joins the container's mount namespace
+# (whose /proc shows the container's pid namespace, not ours).
+HOST_PROC = [None]
+
+
+def read_start_time(pid):
+    fd = os.open(str(pid) + "/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=HOST_PROC[0]) if HOST_PROC[0] is not None \
+        else os.open("/proc/" + str(pid) + "/stat", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    return int(data[data.rfind(b")") + 2:].split()[19])
+
+
+def open_target(pid, pid_start):
+    """fds of the target's namespaces and root, checked to belong to (pid, pid_start)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        raise SetupError("the container is not running")
+    try:
+        fds = {}
+        try:
+            for name in SETNS_ORDER:
+                fds[name] = os.open("/proc/" + str(pid) + "/ns/" + name, os.O_RDONLY | os.O_CLOEXEC)
+            fds["root"] = os.open("/proc/" + str(pid) + "/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            start = read_start_time(pid)
+        except OSError:
+            raise SetupError("the container is not running")
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if start != pid_start or poller.poll(0):
+            raise SetupError("the container is not running")
+        return fds
+    finally:
+        os.close(pidfd)
+
+
+def exec_main(ctl_arg, report_arg, console_arg):
+    """Start `process` inside the namespaces and root of the running container
+    whose pid 1 is `pid` (nsenter's way: setns each namespace, fork to enter the
+    pid namespace, chroot into the container's root), then supervise it."""
+    report, console = int(report_arg), int(console_arg)
+    ERROR_FD[0] = report
+    load_socket_module(console)
+    try:
+        ctl = int(ctl_arg)
+        config = read_config(ctl)
+        fds = open_target(config["pid"], config["pidStart"])
+        HOST_PROC[0] = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        for name in SETNS_ORDER:
+            check(libc.setns(fds[name], ctypes.c_int(SETNS_FLAGS[name])), "join " + name + " namespace")
+            os.close(fds[name])
+        err_r, err_w = os.pipe()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+    except SetupError as exc:
+        fail(str(exc), exc.status)
+    except Exception as exc:
+        fail(type(exc).__name__ + ": " + str(exc), STATUS_SETUP_FAILED)
+    if pid == 0:
+        ERROR_FD[0] = err_w
+
+        def body():
+            os.fchdir(fds["root"])
+            os.chroot(".")
+            os.close(fds["root"])
+            become_process(config["process"], console)
+
+        run_guarded(body, alive_r, alive_w, (ctl, err_r, report))
+    os.close(alive_r)
+    os.close(fds["root"])
+    if console >= 0:
+        os.close(console)
+    os.close(err_w)
+    report_start(pid, err_r, report)
     supervise(pid, ctl)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -86,37 +86,57 @@ class ContainerConfig:
     masked_paths: tuple[str, ...]
     readonly_paths: tuple[str, ...]
     all_devices: bool
+    # Long-lived containers only (defaults keep a build step's document unchanged).
+    terminal: bool = False
+    console_size: tuple[int, int] = (0, 0)
+    netns_path: str = ""
+    resources: tuple[tuple[str, Any], ...] = ()
+    cgroups_path: str = ""
 
     def to_oci(self) -> dict[str, Any]:
         """The runtime-spec document (config.json) for this container."""
         user: dict[str, Any] = {"uid": self.uid, "gid": self.gid}
         if self.additional_gids:
             user["additionalGids"] = list(self.additional_gids)
+        namespaces: list[dict[str, str]] = []
+        for kind in self.namespaces:
+            entry = {"type": kind}
+            if kind == "network" and self.netns_path:
+                entry["path"] = self.netns_path
+            namespaces.append(entry)
+        resources: dict[str, Any] = {"devices": [{"allow": self.all_devices, "access": "rwm"}]}
+        resources.update(dict(self.resources))
+        linux: dict[str, Any] = {
+            "namespaces": namespaces,
+            "maskedPaths": list(self.masked_paths),
+            "readonlyPaths": list(self.readonly_paths),
+            "resources": resources,
+        }
+        if self.cgroups_path:
+            linux["cgroupsPath"] = self.cgroups_path
+        process: dict[str, Any] = {
+            "terminal": self.terminal,
+            "user": user,
+            "args": list(self.args),
+            "env": list(self.env),
+            "cwd": self.cwd,
+            "capabilities": {
+                "bounding": list(self.bounding_caps),
+                "effective": list(self.effective_caps),
+                "permitted": list(self.effective_caps),
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": self.nofile, "soft": self.nofile}],
+            "noNewPrivileges": False,
+        }
+        if self.terminal and all(self.console_size):
+            process["consoleSize"] = {"height": self.console_size[0], "width": self.console_size[1]}
         return {
             "ociVersion": "1.0.2",
-            "process": {
-                "terminal": False,
-                "user": user,
-                "args": list(self.args),
-                "env": list(self.env),
-                "cwd": self.cwd,
-                "capabilities": {
-                    "bounding": list(self.bounding_caps),
-                    "effective": list(self.effective_caps),
-                    "permitted": list(self.effective_caps),
-                },
-                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": self.nofile, "soft": self.nofile}],
-                "noNewPrivileges": False,
-            },
+            "process": process,
             "root": {"path": self.rootfs, "readonly": self.readonly_root},
             "hostname": self.hostname,
             "mounts": [mount.to_oci() for mount in self.mounts],
-            "linux": {
-                "namespaces": [{"type": kind} for kind in self.namespaces],
-                "maskedPaths": list(self.masked_paths),
-                "readonlyPaths": list(self.readonly_paths),
-                "resources": {"devices": [{"allow": self.all_devices, "access": "rwm"}]},
-            },
+            "linux": linux,
         }
 
 
@@ -185,14 +205,24 @@ def build_config(
     hosts_file: str,
     resolv_file: str,
     cgroup_mount: bool,
+    cgroups_path: str = "",
 ) -> ContainerConfig:
-    """The container for `spec` on `rootfs`, with the per-container /etc files given."""
+    """The container for `spec` on `rootfs`, with the per-container /etc files given.
+
+    `cgroups_path` places a long-lived container's cgroups (runc applies
+    `spec.resources` there); a build step leaves both to the runtime's defaults.
+    """
     caps = capabilities_for(spec.security)
     mounts = default_mounts(spec, cgroup=cgroup_mount)
     mounts.append(MountEntry("/etc/resolv.conf", "bind", resolv_file, ("rbind", "ro")))
     mounts.append(MountEntry("/etc/hosts", "bind", hosts_file, ("rbind", "ro")))
     mounts.extend(spec_mount(mount) for mount in spec.mounts)
-    namespaces = ("pid", "ipc", "uts", "mount") + (("network",) if spec.network == "none" else ())
+    namespaces = ("pid", "ipc", "uts", "mount") + (("network",) if spec.network in ("none", "netns") else ())
+    resources: tuple[tuple[str, Any], ...] = ()
+    if not spec.resources.empty:
+        from engine.runtime.cgroups import oci_resources
+
+        resources = tuple(oci_resources(spec.resources).items())
     insecure = spec.security == "insecure"
     return ContainerConfig(
         rootfs=rootfs,
@@ -213,4 +243,15 @@ def build_config(
         masked_paths=() if insecure else MASKED_PATHS,
         readonly_paths=() if insecure else READONLY_PATHS,
         all_devices=insecure,
+        terminal=spec.terminal,
+        console_size=spec.console_size,
+        netns_path=spec.netns_path if spec.network == "netns" else "",
+        resources=resources,
+        cgroups_path=cgroups_path,
     )
+
+
+def process_config(spec: ProcessSpec) -> dict[str, Any]:
+    """The runtime-spec `process` document alone, for a process exec'd into a running container."""
+    config = build_config("/", spec, hosts_file="/dev/null", resolv_file="/dev/null", cgroup_mount=False)
+    return config.to_oci()["process"]

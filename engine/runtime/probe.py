@@ -182,3 +182,12 @@ def select_runtime(choice: str, state_root: Path) -> Runtime:
             return runtime
         reasons.append(f"{name}: {reason}")
     raise RuntimeBackendError("no container runtime can start containers here (" + "; ".join(reasons) + ")")
+
+
+def open_runtime(name: str, state_root: Path) -> Runtime:
+    """The runtime a container was started with, for `exec` and cleanup (no probe:
+    it already ran a container here)."""
+    runtime, _binary, missing = _make(name, Path(state_root))
+    if runtime is None:
+        raise RuntimeBackendError(missing)
+    return runtime

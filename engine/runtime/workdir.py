@@ -113,3 +113,21 @@ def container_dir(runtime_dir: Path, container_id: str) -> Iterator[Path]:
     finally:
         shutil.rmtree(placed, ignore_errors=True)
         os.close(fd)
+
+
+def remove_if_stale(runtime_dir: Path, container_id: str) -> bool:
+    """Clean one container's runtime state when no live process holds it; True if it did (or none was left)."""
+    directory = Path(runtime_dir) / container_id
+    if not directory.exists():
+        for name in OCI_RUNTIMES:
+            if (Path(runtime_dir) / name / container_id).exists():
+                _remove_stale(Path(runtime_dir), container_id)
+        return True
+    fd = _try_lock(directory)
+    if fd is None:
+        return False
+    try:
+        _remove_stale(Path(runtime_dir), container_id)
+    finally:
+        os.close(fd)
+    return True
