@@ -462,6 +462,31 @@ class CacheIndex:
                 (name, manifest, config, snapshot, time.time()),
             )
 
+    def delete_image(self, name: str) -> None:
+        """Forget one name (the image's data stays until garbage collection)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM images WHERE name=?", (name,))
+
+    def delete_images_of(self, config: str, keep_prefix: str) -> None:
+        """Forget every name of an image (by config digest), except names starting `keep_prefix`."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM images WHERE config=? AND name NOT LIKE ?", (config, keep_prefix + "%"))
+
+    def set_snapshots_created(self, times: list[tuple[float, int]]) -> None:
+        """(created, snapshot id) pairs: creation times carried over from where a layer was built."""
+        if times:
+            with self.transaction() as db:
+                db.executemany("UPDATE snapshots SET created=? WHERE id=?", times)
+
+    def snapshot_on(self, parent: int | None, diff_id: str) -> int | None:
+        """A snapshot whose layer has `diff_id`, on top of `parent` (a layer already unpacked there)."""
+        rows = self._query(
+            "SELECT s.id FROM snapshots s JOIN layers l ON l.id = s.layer"
+            " WHERE ifnull(s.parent, 0) = ifnull(?, 0) AND l.diff_id = ? LIMIT 1",
+            (parent, diff_id),
+        )
+        return int(rows[0][0]) if rows else None
+
     def get_image(self, name: str) -> ImageRow | None:
         rows = self._query("SELECT name, manifest, config, snapshot, created FROM images WHERE name=?", (name,))
         return ImageRow(*rows[0]) if rows else None

@@ -245,12 +245,11 @@ def load_sources(
 
 def _existing_prefix(engine: Engine, chain: list[CacheLayer]) -> list[int]:
     """Snapshot ids of the longest bottom part of `chain` already unpacked here."""
-    from engine.oci.importer import _existing_snapshot  # the importer's own reuse rule
-
+    
     out: list[int] = []
     parent: int | None = None
     for layer in chain:
-        found = _existing_snapshot(engine, parent, layer.diff_id)
+        found = engine.index.snapshot_on(parent, layer.diff_id)
         if found is None:
             break
         out.append(found)
@@ -407,9 +406,7 @@ class ImportedCaches:
             if len(rows) != len(chain):
                 raise RemoteCacheError(f"{cache.name}: unpacked {len(rows)} layers, the record has {len(chain)}")
             fresh = [(layer.created, row.id) for layer, row in zip(chain[present:], rows[present:])]
-            if fresh:
-                with self.engine.index.transaction() as db:
-                    db.executemany("UPDATE snapshots SET created=? WHERE id=?", fresh)
+            self.engine.index.set_snapshots_created(fresh)
         assert imported.snapshot is not None
         return imported.snapshot
 

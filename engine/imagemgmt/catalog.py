@@ -152,13 +152,8 @@ class ImageCatalog:
         self.engine.index.put_image(row.config, row.manifest, row.config, row.snapshot)
 
     def untag(self, name: str) -> None:
-        # The index has no delete for image records yet; one statement, in its transaction.
-        with self.engine.index.transaction() as db:
-            db.execute("DELETE FROM images WHERE name=?", (name,))
+        self.engine.index.delete_image(name)
 
     def delete(self, image_id: str) -> None:
         """Forget every record of the image (its data stays until garbage collection)."""
-        with self.engine.index.transaction() as db:
-            db.execute(
-                "DELETE FROM images WHERE config=? AND name NOT LIKE ?", (image_id, PRIVATE_PREFIX + "%")
-            )
+        self.engine.index.delete_images_of(image_id, PRIVATE_PREFIX)

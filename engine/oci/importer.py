@@ -64,14 +64,6 @@ class _HashingReader:
             pass
 
 
-def _existing_snapshot(engine: Engine, parent: int | None, diff_id: str) -> int | None:
-    rows = engine.index._query(  # noqa: SLF001 - one read-only query, kept next to its only user
-        "SELECT s.id FROM snapshots s JOIN layers l ON l.id = s.layer WHERE ifnull(s.parent, 0) = ifnull(?, 0) AND l.diff_id = ?",
-        (parent, diff_id),
-    )
-    return int(rows[0][0]) if rows else None
-
-
 def import_image(engine: Engine, manifest_bytes: bytes, blobs: BlobReader, *, max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES) -> ImportedImage:
     """Store a manifest's config and layers; returns the top snapshot of its chain."""
     from engine.fs.extract import extract_layer
@@ -91,7 +83,7 @@ def import_image(engine: Engine, manifest_bytes: bytes, blobs: BlobReader, *, ma
     snapshotter = engine.snapshotter
     mode = "overlay" if snapshotter.layer_format == "overlay" else "oci"
     for descriptor, diff_id in zip(manifest.layers, image.diff_ids):
-        existing = _existing_snapshot(engine, parent, diff_id)
+        existing = engine.index.snapshot_on(parent, diff_id)
         if existing is not None:
             parent = existing
             continue

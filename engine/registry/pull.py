@@ -207,7 +207,7 @@ def store_resolved(engine: "Engine", client: "RegistryClient", resolved: "Resolv
     """Download what is missing of a resolved image, import it, and name it."""
     from engine.oci import mediatypes
     from engine.oci.image import Image, Manifest
-    from engine.oci.importer import _existing_snapshot, import_image  # the importer's own reuse rule
+    from engine.oci.importer import import_image
 
     ref = resolved.ref
     name = stored_name(ref)
@@ -229,7 +229,7 @@ def store_resolved(engine: "Engine", client: "RegistryClient", resolved: "Resolv
         reusing = True
         for layer, diff_id in zip(manifest.layers, image.diff_ids):
             if reusing:
-                parent = _existing_snapshot(engine, parent, diff_id)
+                parent = engine.index.snapshot_on(parent, diff_id)
                 reusing = parent is not None
             if not reusing:
                 needed.append((layer.digest, layer.size))
