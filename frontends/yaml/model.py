@@ -23,6 +23,14 @@ class MountSpec:
     def to_canonical(self) -> dict[str, Any]:
         return {"type": self.type, "target": self.target, **dict(self.options)}
 
+    def to_csv(self) -> str:
+        """The same mount as a `RUN --mount=` value, for the Dockerfile frontend's mount parser."""
+        fields = [f"type={self.type}"]
+        if self.target:
+            fields.append(f"target={self.target}")
+        fields.extend(f"{key}={value}" for key, value in self.options)
+        return ",".join('"' + f.replace('"', '""') + '"' if ("," in f or '"' in f) else f for f in fields)
+
 
 @dataclass(frozen=True)
 class StepSpec:
@@ -162,6 +170,8 @@ class BakeFile:
     groups: dict[str, tuple[str, ...]]
     """Group → members (targets or groups), as written (nesting kept)."""
     variables: dict[str, VariableSpec]
+    group_descriptions: dict[str, str] = field(default_factory=dict)
+    """Group → its `description`, for `--list groups`."""
 
     def expand(self, names: list[str]) -> list[str]:
         """Targets named directly or through (nested) groups, in order, each once.
