@@ -44,10 +44,12 @@ class Sizes:
     b5_docs_files: int
     b6_files: int
     b6_file_bytes: int
+    b7_targets: int = 30
+    b7_files: int = 10_000
 
 
 FULL = Sizes(8, 1.0, 10_000, 100_000_000, 50, 1_000, 10_000_000, 200, 100, 10_000_000)
-QUICK = Sizes(3, 0.2, 200, 1_000_000, 8, 40, 200_000, 10, 4, 250_000)
+QUICK = Sizes(3, 0.2, 200, 1_000_000, 8, 40, 200_000, 10, 4, 250_000, b7_targets=4, b7_files=300)
 
 
 class Expect(enum.Enum):
@@ -87,6 +89,7 @@ class Case:
     reference_buildkit_s: float  # BuildKit's median on the reference machine class, for context only
     prepare: Callable[[Path, Sizes], Workload]
     miss_step: str = ""  # Expect.MISS: the instruction that must have re-run
+    runner: Callable[..., "CaseResult"] | None = None  # a case that runs itself (B7: bake, not build)
 
 
 @dataclass(frozen=True)
@@ -320,6 +323,19 @@ def prepare_b6(workdir: Path, sizes: Sizes) -> Workload:
     return Workload(ctx, _dockerfile(workdir, "B6", text), f"{sizes.b6_files} files, {_mb(sizes.b6_files * sizes.b6_file_bytes)}")
 
 
+def prepare_b7(workdir: Path, sizes: Sizes) -> Workload:
+    from benchmarks.bake_case import prepare_monorepo
+
+    repo = prepare_monorepo(workdir, sizes)
+    return Workload(repo.root, repo.root / "build.yaml", f"{len(repo.targets)} targets, {repo.files:,} files")
+
+
+def run_b7(*args, **kwargs) -> "CaseResult":  # type: ignore[no-untyped-def]
+    from benchmarks.bake_case import run_b7 as run
+
+    return run(*args, **kwargs)
+
+
 CASES: tuple[Case, ...] = (
     Case("B1", "cold build, parallel RUN stages", "cold", Expect.EXECUTED, Target("seconds", 1.5), 2.65, prepare_b1),
     Case("B2", "no-op rebuild", "rebuild", Expect.CACHED, Target("ratio", 0.5), 0.57, prepare_b2),
@@ -327,6 +343,7 @@ CASES: tuple[Case, ...] = (
     Case("B4", "cold build, chained RUN steps", "cold", Expect.EXECUTED, Target("ratio", 1.0), 5.3, prepare_b4),
     Case("B5", "rebuild, edit outside the COPY", "rebuild", Expect.CACHED, Target("ratio", 1.0), 0.12, prepare_b5),
     Case("B6", "cold build, COPY of a big context", "cold", Expect.EXECUTED, Target("ratio", 0.5), 20.7, prepare_b6),
+    Case("B7", "no-op bake, 30-target monorepo", "rebuild", Expect.CACHED, Target("seconds", 1.0), 0.0, prepare_b7, runner=run_b7),
 )
 
 
@@ -365,6 +382,8 @@ def run_case(
     settle_s: float = 0.0,
 ) -> CaseResult:
     """Run `runs` timed rounds of `case`; each round runs every tool once, in rotating order."""
+    if case.runner is not None:
+        return case.runner(case, tools, skipped, workdir, sizes, runs, say, verbose)
     t0 = time.perf_counter()
     workload = case.prepare(workdir, sizes)
     say(f"{case.id}: {case.title} [{workload.size}] (inputs ready in {time.perf_counter() - t0:.1f}s)")

@@ -25,7 +25,6 @@ half-seeded cache behind under its final name.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -34,17 +33,15 @@ import secrets
 import shutil
 import stat
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.errors import BuildCancelled, CacheError
+from cache.flocks import wait_for_flock
+from engine.errors import CacheError
 
 SHARING_MODES = ("shared", "private", "locked")
-_POLL_START = 0.005
-_POLL_MAX = 0.1
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ class CacheMounts:
                 instance = 0
                 lock_fd = _open_lock(base / "0.lock")
                 mode = fcntl.LOCK_SH if sharing == "shared" else fcntl.LOCK_EX
-                _wait_for_lock(lock_fd, mode, cancel, f"cache mount {cache_id!r}")
+                wait_for_flock(lock_fd, mode, cancel, f"cache mount {cache_id!r}")
                 self._ensure_instance(base, 0, seed)
             yield CacheLease(cache_id, str(base / str(instance)), instance, sharing != "shared")
         finally:
@@ -199,25 +196,6 @@ def _creation_lock(base: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _wait_for_lock(fd: int, mode: int, cancel: threading.Event | None, what: str) -> None:
-    """flock that gives up when the build is cancelled (a blocking flock would not)."""
-    delay = _POLL_START
-    while True:
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-        if cancel is not None and cancel.wait(delay):
-            raise BuildCancelled(f"cancelled while waiting for {what}")
-        if cancel is None:
-            time.sleep(delay)
-        delay = min(delay * 2, _POLL_MAX)
 
 
 # --------------------------------------------------------------------------- seeding

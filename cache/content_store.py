@@ -3,6 +3,12 @@
 Every write goes to a temp file in the same filesystem, is hashed on the way, checked
 against the expected digest (when the caller knows it), fsynced and renamed into
 place. A blob under its digest is therefore always complete and correct.
+
+Every blob this process writes or finds present is noted in its lease
+(`cache.leases`) under the GC lock, and so is each temp file while it is written:
+a concurrent `prune` neither deletes a blob between "it exists" and its use, nor a
+temp file being filled. A full disk removes the temp file and becomes one clear
+CacheError naming the state directory.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from cache.diskspace import disk_full_message, is_disk_full
+from cache.leases import Leases
 from engine.errors import CacheError
 
 CHUNK = 1 << 20
@@ -57,12 +65,19 @@ class ContentStore:
         self.blobs_dir = blobs_dir
         self.tmp_dir = tmp_dir
         self.fsync = fsync
+        self.leases = Leases.of(Path(tmp_dir).parent)  # the state root (`<root>/tmp`)
 
     def path(self, digest: str) -> Path:
         return self.blobs_dir / parse_digest(digest)
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).exists()
+        """Whether the blob is here; if it is, it stays for as long as this process lives."""
+        path = self.path(digest)
+        with self.leases.guard():
+            present = path.exists()
+            if present:
+                self.leases.hold(blobs=[digest])
+        return present
 
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size
@@ -81,7 +96,7 @@ class ContentStore:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if expected is not None and digest != expected:
             raise CacheError(f"digest mismatch: expected {expected}, got {digest}")
-        if self.has(digest):
+        if self.has(digest):  # and now held: a concurrent prune keeps it
             return digest
         return self.write_with(lambda out: out.write(data), expected=digest)[0]
 
@@ -94,9 +109,12 @@ class ContentStore:
 
     def write_with(self, produce: Callable[[BinaryIO], object], expected: str | None = None) -> tuple[str, int]:
         """Run `produce(out)` into a temp file, verify, then publish it under its digest."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="blob-")
+        tmp = ""
         try:
+            with self.leases.guard():
+                self.tmp_dir.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=self.tmp_dir, prefix="blob-")
+                self.leases.hold(temps=[os.path.basename(tmp)])
             with os.fdopen(fd, "wb") as raw:
                 writer = HashingWriter(raw)
                 produce(writer)  # type: ignore[arg-type]
@@ -107,20 +125,27 @@ class ContentStore:
             if expected is not None and digest != expected:
                 raise CacheError(f"digest mismatch: expected {expected}, got {digest}")
             final = self.path(digest)
-            if final.exists():
-                os.unlink(tmp)
-            else:
-                os.replace(tmp, final)
-                if self.fsync:
-                    dir_fd = os.open(self.blobs_dir, os.O_RDONLY | os.O_DIRECTORY)
-                    try:
-                        os.fsync(dir_fd)
-                    finally:
-                        os.close(dir_fd)
+            with self.leases.guard():
+                if final.exists():
+                    os.unlink(tmp)
+                else:
+                    self.blobs_dir.mkdir(parents=True, exist_ok=True)
+                    os.replace(tmp, final)
+                    if self.fsync:
+                        dir_fd = os.open(self.blobs_dir, os.O_RDONLY | os.O_DIRECTORY)
+                        try:
+                            os.fsync(dir_fd)
+                        finally:
+                            os.close(dir_fd)
+                self.leases.hold(blobs=[digest])
             return digest, writer.size
-        except BaseException:
-            if os.path.exists(tmp):
+        except BaseException as exc:
+            if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
+            if isinstance(exc, OSError) and is_disk_full(exc):
+                raise CacheError(
+                    disk_full_message(f"writing a blob{' (' + expected + ')' if expected else ''}", self.tmp_dir.parent, exc.errno)
+                ) from None
             raise
 
     def verify(self, digest: str) -> bool:

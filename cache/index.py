@@ -11,6 +11,8 @@ step it was running.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
 import time
@@ -18,7 +20,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
-SCHEMA_VERSION = 7
+from cache.leases import Leases
+from engine.errors import CacheError
+
+SCHEMA_VERSION = 8
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,6 +125,10 @@ CREATE TABLE IF NOT EXISTS blob_variants(
     size INTEGER NOT NULL,
     PRIMARY KEY(diff_id, compression)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS layer_usage(
+    layer INTEGER PRIMARY KEY REFERENCES layers(id),
+    bytes INTEGER NOT NULL
+);
 """
 
 
@@ -191,11 +200,46 @@ class ImageRow(NamedTuple):
 
 
 class CacheIndex:
-    """Thread-safe access to the index; one connection guarded by a lock per process."""
+    """Thread-safe access to the index; one connection guarded by a lock per process.
+
+    Every snapshot, layer and blob the index hands out is noted in this process's
+    lease (`cache.leases`) in the same GC-lock hold as the query, so a concurrent
+    `prune` keeps it for as long as this process lives.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.leases = Leases.of(Path(path).parent)
         self._lock = threading.RLock()
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise _index_error(exc, path, "opening") from None
+            self._move_aside(exc)
+            self._open()
+
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """A corrupt index is disposable (blobs and layer dirs are the durable part): start cold.
+
+        What the old index described becomes unreferenced, and the next `prune` removes it.
+        """
+        import logging
+
+        try:
+            self._db.close()
+        except (AttributeError, sqlite3.Error):
+            pass
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.replace(f"{self.path}{suffix}", aside + suffix)
+            except FileNotFoundError:
+                pass
+        logging.getLogger("shipyard.cache").warning("index %s is corrupt (%s): moved to %s, starting cold", self.path, exc, aside)
+
+    def _open(self) -> None:
+        path = self.path
         self._db = sqlite3.connect(str(path), timeout=60.0, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -221,15 +265,26 @@ class CacheIndex:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, so writers from several processes queue instead of failing."""
+        """BEGIN IMMEDIATE … COMMIT, so writers from several processes queue instead of failing.
+
+        A full disk rolls the transaction back and becomes one clear CacheError.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if _disk_full(exc, self.path):
+                    raise _index_error(exc, self.path, "writing") from None
                 raise
-            self._db.execute("COMMIT")
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple]:
         with self._lock:
@@ -260,34 +315,41 @@ class CacheIndex:
     ) -> int:
         """Record a new layer directory on top of `parent`; returns the snapshot id."""
         now = time.time()
-        with self.transaction() as db:
-            layer_id = db.execute(
-                "INSERT INTO layers(dir, format, created, diff_id, tar_size, blob, blob_media_type)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?)",
-                (layer_dir, layer_format, now, diff_id, tar_size, blob, blob_media_type),
-            ).lastrowid
-            return int(
-                db.execute(
-                    "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
-                    (parent, layer_id, now, now),
+        with self.leases.guard():
+            with self.transaction() as db:
+                layer_id = db.execute(
+                    "INSERT INTO layers(dir, format, created, diff_id, tar_size, blob, blob_media_type)"
+                    " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                    (layer_dir, layer_format, now, diff_id, tar_size, blob, blob_media_type),
                 ).lastrowid
-            )
+                snapshot = int(
+                    db.execute(
+                        "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
+                        (parent, layer_id, now, now),
+                    ).lastrowid
+                )
+            self.leases.hold(snapshots=[snapshot])
+        return snapshot
 
     def splice_snapshot(self, parent: int | None, layer_id: int) -> int:
         """A snapshot that reuses an existing layer on a new parent (merges, no copying)."""
         now = time.time()
-        with self.transaction() as db:
-            row = db.execute(
-                "SELECT id FROM snapshots WHERE ifnull(parent, 0)=ifnull(?, 0) AND layer=?", (parent, layer_id)
-            ).fetchone()
-            if row:
-                return int(row[0])
-            return int(
-                db.execute(
-                    "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
-                    (parent, layer_id, now, now),
-                ).lastrowid
-            )
+        with self.leases.guard():
+            with self.transaction() as db:
+                row = db.execute(
+                    "SELECT id FROM snapshots WHERE ifnull(parent, 0)=ifnull(?, 0) AND layer=?", (parent, layer_id)
+                ).fetchone()
+                if row:
+                    snapshot = int(row[0])
+                else:
+                    snapshot = int(
+                        db.execute(
+                            "INSERT INTO snapshots(parent, layer, created, last_used) VALUES(?, ?, ?, ?)",
+                            (parent, layer_id, now, now),
+                        ).lastrowid
+                    )
+            self.leases.hold(snapshots=[snapshot])
+        return snapshot
 
     def snapshot(self, snapshot_id: int) -> SnapshotRow:
         rows = self._query(
@@ -345,13 +407,15 @@ class CacheIndex:
         if not keys:
             return {}
         out: dict[str, CacheRecord] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for key, snap, created in self._query(
-                f"SELECT key, snapshot, created FROM cache_keys WHERE key IN ({marks})", chunk
-            ):
-                out[key] = CacheRecord(key, snap, created)
+        with self.leases.guard():
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for key, snap, created in self._query(
+                    f"SELECT key, snapshot, created FROM cache_keys WHERE key IN ({marks})", chunk
+                ):
+                    out[key] = CacheRecord(key, snap, created)
+            self.leases.hold(snapshots={r.snapshot for r in out.values()})
         return out
 
     def record(self, keys: Iterable[str], snapshot: int | None, description: str) -> float:
@@ -415,12 +479,14 @@ class CacheIndex:
 
     def get_lineage(self, lineage: str) -> tuple[str, list[tuple]] | None:
         """The layer directory of the last run of a COPY, and where each source file went."""
-        rows = self._query(
-            "SELECT l.id, l.dir FROM copy_lineage c JOIN layers l ON l.id = c.layer WHERE c.lineage=?", (lineage,)
-        )
-        if not rows:
-            return None
-        layer_id, layer_dir = rows[0]
+        with self.leases.guard():
+            rows = self._query(
+                "SELECT l.id, l.dir FROM copy_lineage c JOIN layers l ON l.id = c.layer WHERE c.lineage=?", (lineage,)
+            )
+            if not rows:
+                return None
+            layer_id, layer_dir = rows[0]
+            self.leases.hold(layers=[layer_dir])  # its files are the hard-link sources of the next copy
         files = self._query(
             "SELECT src, dst, size, mtime_ns, ctime_ns, ino, recorded_ns FROM layer_files WHERE layer=?", (layer_id,)
         )
@@ -480,16 +546,24 @@ class CacheIndex:
 
     def snapshot_on(self, parent: int | None, diff_id: str) -> int | None:
         """A snapshot whose layer has `diff_id`, on top of `parent` (a layer already unpacked there)."""
-        rows = self._query(
-            "SELECT s.id FROM snapshots s JOIN layers l ON l.id = s.layer"
-            " WHERE ifnull(s.parent, 0) = ifnull(?, 0) AND l.diff_id = ? LIMIT 1",
-            (parent, diff_id),
-        )
-        return int(rows[0][0]) if rows else None
+        with self.leases.guard():
+            rows = self._query(
+                "SELECT s.id FROM snapshots s JOIN layers l ON l.id = s.layer"
+                " WHERE ifnull(s.parent, 0) = ifnull(?, 0) AND l.diff_id = ? LIMIT 1",
+                (parent, diff_id),
+            )
+            found = int(rows[0][0]) if rows else None
+            self.leases.hold(snapshots=[found])
+        return found
+
+    def _hold_images(self, rows: list[ImageRow]) -> None:
+        self.leases.hold(snapshots=[r.snapshot for r in rows], blobs=[d for r in rows for d in (r.manifest, r.config)])
 
     def get_image(self, name: str) -> ImageRow | None:
-        rows = self._query("SELECT name, manifest, config, snapshot, created FROM images WHERE name=?", (name,))
-        return ImageRow(*rows[0]) if rows else None
+        with self.leases.guard():
+            rows = [ImageRow(*row) for row in self._query("SELECT name, manifest, config, snapshot, created FROM images WHERE name=?", (name,))]
+            self._hold_images(rows)
+        return rows[0] if rows else None
 
     def list_images(self) -> list[ImageRow]:
         return [
@@ -498,12 +572,15 @@ class CacheIndex:
         ]
 
     def images_by_manifest(self, manifest: str) -> list[ImageRow]:
-        return [
-            ImageRow(*row)
-            for row in self._query(
-                "SELECT name, manifest, config, snapshot, created FROM images WHERE manifest=?", (manifest,)
-            )
-        ]
+        with self.leases.guard():
+            rows = [
+                ImageRow(*row)
+                for row in self._query(
+                    "SELECT name, manifest, config, snapshot, created FROM images WHERE manifest=?", (manifest,)
+                )
+            ]
+            self._hold_images(rows)
+        return rows
 
     # ----------------------------------------------------------------- whole-build memo
 
@@ -563,9 +640,11 @@ class CacheIndex:
     # ----------------------------------------------------------------- compressed blobs
 
     def get_variant(self, diff_id: str, compression: str) -> tuple[str, int] | None:
-        rows = self._query(
-            "SELECT digest, size FROM blob_variants WHERE diff_id=? AND compression=?", (diff_id, compression)
-        )
+        with self.leases.guard():
+            rows = self._query(
+                "SELECT digest, size FROM blob_variants WHERE diff_id=? AND compression=?", (diff_id, compression)
+            )
+            self.leases.hold(blobs=[rows[0][0]] if rows else [])
         return (rows[0][0], rows[0][1]) if rows else None
 
     def set_variant(self, diff_id: str, compression: str, digest: str, size: int) -> None:
@@ -574,3 +653,123 @@ class CacheIndex:
                 "INSERT OR REPLACE INTO blob_variants(diff_id, compression, digest, size) VALUES(?,?,?,?)",
                 (diff_id, compression, digest, size),
             )
+
+    # ----------------------------------------------------------------- garbage collection and checks
+    # Whole-table reads and one deleting transaction for `cache.gc` and `cache.fsck`.
+
+    def all_snapshots(self) -> list[tuple[int, int | None, int, float, float]]:
+        """(id, parent, layer id, created, last_used) of every snapshot."""
+        return self._query("SELECT id, parent, layer, created, last_used FROM snapshots")
+
+    def all_layers(self) -> list[tuple[LayerRow, float]]:
+        """Every layer with its creation time."""
+        return [
+            (LayerRow(*row[:7]), row[7])
+            for row in self._query("SELECT id, dir, format, diff_id, tar_size, blob, blob_media_type, created FROM layers")
+        ]
+
+    def all_keys(self) -> list[tuple[str, int | None, float, float, str]]:
+        """(key, snapshot, created, last_used, description) of every cache record."""
+        return self._query("SELECT key, snapshot, created, last_used, description FROM cache_keys")
+
+    def cache_key_stats(self) -> tuple[int, float | None]:
+        """How many cache records there are, and the oldest last use among them."""
+        count, oldest = self._query("SELECT count(*), min(last_used) FROM cache_keys")[0]
+        return int(count), oldest
+
+    def all_variants(self) -> list[tuple[str, str, str, int]]:
+        """(diff_id, compression, digest, size) of every compressed blob made from a layer."""
+        return self._query("SELECT diff_id, compression, digest, size FROM blob_variants")
+
+    def all_memos(self) -> list[tuple[str, str]]:
+        return self._query("SELECT key, value FROM build_memo")
+
+    def lineage_layers(self) -> list[tuple[str, int]]:
+        """(lineage, layer id) of every COPY lineage, and ("", layer) for file lists no lineage names."""
+        rows = self._query("SELECT lineage, layer FROM copy_lineage")
+        rows += [("", layer) for (layer,) in self._query("SELECT DISTINCT layer FROM layer_files WHERE layer NOT IN (SELECT layer FROM copy_lineage)")]
+        return rows
+
+    def checksum_snapshots(self) -> set[int]:
+        return {row[0] for row in self._query("SELECT DISTINCT snapshot FROM checksums")}
+
+    def meta_keys(self, prefix: str) -> list[str]:
+        return [row[0] for row in self._query("SELECT key FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))]
+
+    def layer_usage(self) -> dict[int, int]:
+        """Bytes on disk of each measured layer (layers are immutable: measured once)."""
+        return dict(self._query("SELECT layer, bytes FROM layer_usage"))
+
+    def set_layer_usage(self, usage: dict[int, int]) -> None:
+        if not usage:
+            return
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO layer_usage(layer, bytes) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM layers WHERE id=?)",
+                [(layer, size, layer) for layer, size in usage.items()],
+            )
+
+    def remove_unused(
+        self,
+        *,
+        keys: Iterable[str] = (),
+        snapshots: Iterable[int] = (),
+        layers: Iterable[int] = (),
+        images: Iterable[str] = (),
+        memos: Iterable[str] = (),
+        variants: Iterable[str] = (),
+        meta: Iterable[str] = (),
+        checksums: Iterable[int] = (),
+        lineages: Iterable[str] = (),
+    ) -> None:
+        """Delete records in one transaction, references before what they reference.
+
+        Callers hold the GC lock exclusive and have decided that nothing still used
+        is in these sets; foreign keys are checked at commit, so the order of rows
+        within one kind does not matter.
+        """
+        layer_ids = [(i,) for i in layers]
+        snapshot_ids = [(i,) for i in snapshots]
+        with self.transaction() as db:
+            db.execute("PRAGMA defer_foreign_keys=ON")
+            db.executemany("DELETE FROM images WHERE name=?", [(n,) for n in images])
+            db.executemany("DELETE FROM cache_keys WHERE key=?", [(k,) for k in keys])
+            db.executemany("DELETE FROM build_memo WHERE key=?", [(k,) for k in memos])
+            db.executemany("DELETE FROM blob_variants WHERE digest=?", [(d,) for d in variants])
+            db.executemany("DELETE FROM meta WHERE key=?", [(k,) for k in meta])
+            db.executemany("DELETE FROM checksums WHERE snapshot=?", [(i,) for i in checksums] + snapshot_ids)
+            db.executemany("DELETE FROM copy_lineage WHERE lineage=?", [(n,) for n in lineages])
+            db.executemany("DELETE FROM copy_lineage WHERE layer=?", layer_ids)
+            db.executemany("DELETE FROM layer_files WHERE layer=?", layer_ids)
+            db.executemany("DELETE FROM layer_usage WHERE layer=?", layer_ids)
+            db.executemany("DELETE FROM snapshots WHERE id=?", snapshot_ids)
+            db.executemany("DELETE FROM layers WHERE id=?", layer_ids)
+
+    def integrity_problems(self) -> list[str]:
+        """SQLite's own quick check, and every row whose foreign key points nowhere."""
+        try:
+            problems = [row[0] for row in self._query("PRAGMA quick_check") if row[0] != "ok"]
+            for table, rowid, parent, _ in self._query("PRAGMA foreign_key_check"):
+                problems.append(f"{table} row {rowid} refers to a missing {parent} row")
+        except sqlite3.DatabaseError as exc:
+            return [f"the database cannot be read: {exc}"]
+        return problems
+
+
+def _disk_full(exc: sqlite3.Error, path: Path | None = None) -> bool:
+    """SQLITE_FULL, or an I/O error on a filesystem with (almost) no space left."""
+    if getattr(exc, "sqlite_errorcode", None) == 13 or "disk is full" in str(exc):
+        return True
+    if path is not None and "disk I/O error" in str(exc):
+        from cache.diskspace import nearly_full
+
+        return nearly_full(Path(path).parent)
+    return False
+
+
+def _index_error(exc: sqlite3.Error, path: Path, doing: str) -> CacheError:
+    if _disk_full(exc, path):
+        from cache.diskspace import disk_full_message
+
+        return CacheError(disk_full_message(f"{doing} the cache index", Path(path).parent, errno.ENOSPC))
+    return CacheError(f"cannot use the cache index {path}: {exc}")

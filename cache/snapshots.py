@@ -12,7 +12,10 @@ one Protocol, so tests swap one real thing for another:
   whose (inode, ctime) changed into the new layer, with OCI `.wh.` whiteouts.
 
 Layer directories live in `layers/<random hex>/fs`; the index row is written only
-after the directory is complete, so a crash leaves at most an orphan directory.
+after the directory is complete, so a crash leaves at most an orphan directory. The
+name is noted in the process's lease (`cache.leases`) before the directory is made,
+so garbage collection tells a directory being filled from an orphan; the same goes
+for the mount points made under `mounts/`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,19 @@ from engine.errors import CacheError
 OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off,xino=off"
 """redirect_dir and metacopy off: every changed entry must be complete in the upper
 dir, or the layer tar would miss content that still lives in a lower layer."""
+
+ROOTLESS_OVERLAY_OPTIONS = "userxattr,redirect_dir=nofollow,metacopy=off,index=off,xino=off"
+"""In a user namespace overlayfs cannot use `trusted.*` xattrs: `userxattr` makes it
+keep opaque markers as `user.overlay.opaque` (which the layer tar writer reads and
+the extractor writes there), and it refuses `redirect_dir=off` (which would still
+follow redirects) — `nofollow` is the same promise for a layer: no redirects made."""
+
+
+def overlay_options() -> str:
+    """The mount options for this process: root of the host, or of a user namespace."""
+    from engine.rootless import in_user_namespace
+
+    return ROOTLESS_OVERLAY_OPTIONS if in_user_namespace() else OVERLAY_OPTIONS
 
 
 @dataclass
@@ -85,8 +101,21 @@ class _Base:
     def _new_layer(self) -> tuple[str, Path]:
         name = secrets.token_hex(8)
         path = self.layers_dir / name
+        leases = self.index.leases
+        with leases.guard():
+            leases.hold(layers=[name])
         (path / "fs").mkdir(parents=True)
         return name, path
+
+    def _new_mountpoint(self) -> Path:
+        """An empty directory under `mounts/` for a view, noted in the lease first."""
+        name = "view-" + secrets.token_hex(8)
+        leases = self.index.leases
+        with leases.guard():
+            leases.hold(temps=[name])
+        target = self.mounts_dir / name
+        target.mkdir(parents=True)
+        return target
 
     def prepare_layer(self, parent: int | None) -> ActiveSnapshot:
         """A fresh, empty layer directory on top of `parent`, written to directly (no mount).
@@ -150,14 +179,16 @@ class OverlaySnapshotter(_Base):
         """A read-only path of the snapshot's whole filesystem (callers must not write)."""
         lowers = self._chain_paths(snapshot)
         if not lowers:
-            with tempfile.TemporaryDirectory(dir=self.mounts_dir) as empty:
-                yield empty
+            empty = self._new_mountpoint()
+            try:
+                yield str(empty)
+            finally:
+                shutil.rmtree(empty, ignore_errors=True)
             return
         if len(lowers) == 1:
             yield lowers[0]
             return
-        target = self.mounts_dir / ("view-" + secrets.token_hex(8))
-        target.mkdir(parents=True)
+        target = self._new_mountpoint()
         try:
             _mount_overlay(str(target), list(reversed(lowers)))
             try:
@@ -182,7 +213,7 @@ def _mount_overlay(target: str, lowers_top_first: list[str], upper: str | None =
             data += f",upperdir={upper},workdir={work}"
         else:
             flags = linux.MS_RDONLY
-        data += "," + OVERLAY_OPTIONS
+        data += "," + overlay_options()
         if len(data) >= 4096:
             raise CacheError(f"layer chain too long for one overlay mount ({len(fds)} layers)")
         linux.mount("overlay", target, "overlay", flags, data)
@@ -226,7 +257,7 @@ class CopySnapshotter(_Base):
         if len(lowers) == 1:
             yield lowers[0]
             return
-        target = self.mounts_dir / ("view-" + secrets.token_hex(8))
+        target = self._new_mountpoint()
         try:
             materialize(lowers, str(target))
             yield str(target)

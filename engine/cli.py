@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     from engine.commands.containercli import add_container_commands
 
     add_container_commands(sub, RUNTIMES)  # run, ps, logs, stop, rm, exec, export, port
+    from engine.commands.bake import add_bake_commands
+
+    add_bake_commands(sub, PROGRESS_MODES, RUNTIMES)  # bake, graph
+    from engine.commands.system import add_system_commands
+
+    add_system_commands(sub)  # prune, system df|check|prune
     return parser
 
 
@@ -118,6 +124,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.commands.containercli import run_container_command
 
             return run_container_command(args)
+        if args.command == "bake":
+            from engine.commands.bake import run_bake_command
+
+            return run_bake_command(args)
+        if args.command == "graph":
+            from engine.commands.graph import run_graph
+
+            return run_graph(args)
+        if args.command in ("prune", "system"):
+            from engine.commands.system import run_system_command
+
+            return run_system_command(args)
     except ShipyardError as exc:
         print(f"ERROR: {exc.user_message()}", file=sys.stderr)
         return exc.exit_code
@@ -126,6 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as exc:
+        from cache.diskspace import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(f"ERROR: {exc.strerror}: {exc.filename or 'writing'} (`shipyard prune` frees build cache)", file=sys.stderr)
+        return 1
     return 2
 
 
@@ -135,11 +160,22 @@ def entrypoint() -> None:
     Tearing down the interpreter (module finalization, atexit) costs ~30 ms — a
     quarter of a no-op rebuild. Everything that must reach disk has been written and
     closed by then; the standard streams are flushed here.
+
+    A shell starts background jobs with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; like the docker CLI (Go's signal.Notify), Shipyard takes SIGINT
+    back, so an interrupt always stops a build cleanly instead of being lost.
     """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     code = main()
     try:
         sys.stdout.flush()
         sys.stderr.flush()
+        leases = sys.modules.get("cache.leases")
+        if leases is not None:  # this process's lease file (see cache.leases); a GC would sweep it later
+            leases.Leases.release_all()
     finally:
         os._exit(code)
 

@@ -11,12 +11,19 @@ from pathlib import Path
 
 
 def default_root() -> Path:
-    """`$SHIPYARD_ROOT`, else `/var/lib/shipyard` for root, else the XDG data dir."""
+    """`$SHIPYARD_ROOT`, else `/var/lib/shipyard` for root, else the XDG data dir.
+
+    Root of a rootless user namespace (see `engine.rootless`) is still the user:
+    their state stays in their data dir.
+    """
     env = os.environ.get("SHIPYARD_ROOT")
     if env:
         return Path(env)
     if os.geteuid() == 0:
-        return Path("/var/lib/shipyard")
+        from engine.rootless import host_root
+
+        if host_root():
+            return Path("/var/lib/shipyard")
     xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(xdg) / "shipyard"
 

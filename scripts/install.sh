@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what Shipyard needs on Debian 12 (as root): the OCI runtime, the tools the tests
 # compare against, and a virtualenv with the package. Idempotent; safe to run again.
+# uidmap (newuidmap/newgidmap) lets rootless users map their /etc/subuid ranges.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS="runc busybox-static skopeo umoci ca-certificates python3-venv docker-registry openssl git openssh-client slirp4netns"
+PKGS="runc busybox-static skopeo umoci ca-certificates python3-venv docker-registry openssl git openssh-client slirp4netns uidmap"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

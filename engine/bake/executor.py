@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +265,7 @@ class _Bake:
         from engine.graph.ops import SOURCE_OPS
         from engine.layers import LayerBlobs
         from engine.progress.events import BuildPlanned
+        from engine.solver.sigterm import cancel_on_sigterm
         from engine.solver.solver import Solver
 
         entitlements: set[str] = set()
@@ -305,16 +305,15 @@ class _Bake:
             no_cache_vertices=uncached,
             remote=imports.open_imports(self.engine, self.bus) if imports is not None else None,
         )
-        previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
         try:
             outcome: SolveOutcome | None = None
-            for wave in build_waves(planner.graph, builds):
-                done = solver.solve([planner.lowered[n].vertex for n in wave])
-                outcome = done if outcome is None else _merged(outcome, done)
+            with cancel_on_sigterm(solver):
+                for wave in build_waves(planner.graph, builds):
+                    done = solver.solve([planner.lowered[n].vertex for n in wave])
+                    outcome = done if outcome is None else _merged(outcome, done)
             assert outcome is not None
             return outcome
         finally:
-            signal.signal(signal.SIGTERM, previous)
             if imports is not None:
                 imports.close()
 

@@ -13,7 +13,6 @@ import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable
@@ -168,6 +167,7 @@ class _BuildRun:
             if self.renderer is not None:
                 self.renderer.close()
             index.close()
+            index.leases.release()  # the build is done with every snapshot and blob it held
             debug.finish()
 
     def hashers(self, index):  # type: ignore[no-untyped-def]
@@ -271,13 +271,36 @@ class _BuildRun:
         self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
         blobs = LayerBlobs(engine)
         try:
-            return self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs)
+            code = self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs)
         finally:
             blobs.close()
+        self._collect_garbage(engine, index)
+        return code
+
+    def _collect_garbage(self, engine, index) -> None:  # type: ignore[no-untyped-def]
+        """BuildKit's automatic GC: keep the build cache within the `[gc]` limits of the config file.
+
+        Only after a full build (the memo path never pays for it), once the result is
+        named and reported; the build's own holds are released first, like BuildKit's
+        refs when a solve ends. A GC that cannot run now (the state is busy, the config
+        is wrong) never fails the build: it is logged and left for the next one.
+        """
+        from cache.gc import auto_collect
+        from engine.errors import ShipyardError
+
+        index.leases.release()
+        try:
+            report = auto_collect(engine.state, index)
+        except ShipyardError as exc:
+            log.warning("automatic garbage collection skipped: %s", exc)
+            return
+        if report is not None:
+            log.info("automatic garbage collection: %d records removed, %d bytes reclaimed", len(report.removed), report.reclaimed)
 
     def _solve_and_export(self, engine, index, memo_key, recorder, store, lowered, blobs) -> int:  # type: ignore[no-untyped-def]
         from engine.graph.ops import SOURCE_OPS
         from engine.progress.events import BuildMessage
+        from engine.solver.sigterm import cancel_on_sigterm
         from engine.solver.solver import Solver
 
         from engine.graph.vertex import walk
@@ -306,14 +329,12 @@ class _BuildRun:
             no_cache_vertices=uncached,
             remote=remote,
         )
-        previous = signal.signal(signal.SIGTERM, lambda *_: solver.cancel())
-        try:
-            outcome = solver.solve([lowered.target])
-        except BuildStepError as exc:
-            self._print_failure(exc)
-            raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        with cancel_on_sigterm(solver):
+            try:
+                outcome = solver.solve([lowered.target])
+            except BuildStepError as exc:
+                self._print_failure(exc)
+                raise
         result = outcome.results[lowered.target.digest]
         digest = config_digest = ""
         image: tuple[str, str] | None = None

@@ -1,4 +1,10 @@
-"""What every state-touching command does first: find the state root, isolate mounts."""
+"""What every state-touching command does first: find the state root, isolate mounts.
+
+For an unprivileged user, finding the state root also enters rootless mode (see
+`engine.rootless`): the state lives in that user namespace (files owned by
+subordinate ids, overlay layers with `user.overlay.*` xattrs), so no command may
+touch it from outside, and entering must happen before the command starts a thread.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,15 @@ _isolated = False
 
 
 def state_root(args: argparse.Namespace) -> Path:
-    return Path(args.root) if getattr(args, "root", None) else default_root()
+    """The state root; for a non-root user, entered in its rootless user namespace."""
+    global _isolated
+    root = Path(args.root) if getattr(args, "root", None) else default_root()
+    if os.geteuid() != 0:
+        from engine import rootless
+
+        if rootless.enter(root.absolute()):
+            _isolated = True  # enter() made a private mount namespace too
+    return root
 
 
 def isolate_mounts() -> None:

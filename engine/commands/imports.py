@@ -86,14 +86,18 @@ def _unpack(engine, source: str) -> int:  # type: ignore[no-untyped-def]
             root = os.path.abspath(source)
             copy_into(root, [Selected("", root, True, False)], active.root, "/", CopyOptions(preserve_owner=True))
         else:
-            from engine.fs.extract import extract_layer
-            from engine.oci.compress import decompress_stream
+            from engine.fs.extract import LayerLimitError, extract_layer
+            from engine.limits import load_limits
+            from engine.oci.compress import DecompressionLimitError, decompress_stream
 
+            limits = load_limits()
             raw = sys.stdin.buffer if source == "-" else open(source, "rb")
             try:
-                stream = decompress_stream(raw)
+                stream = decompress_stream(raw, max_bytes=limits.layer_bytes)
                 mode = "overlay" if snapshotter.layer_format == "overlay" else "oci"
-                extract_layer(stream, active.root, mode=mode)
+                extract_layer(stream, active.root, mode=mode, max_bytes=limits.layer_bytes, max_entries=limits.layer_entries)
+            except (DecompressionLimitError, LayerLimitError) as exc:
+                raise limits.exceeded(f"import {source}", exc) from None
             finally:
                 if raw is not sys.stdin.buffer:
                     raw.close()

@@ -104,6 +104,8 @@ def start_slirp(netns_path: str, log_path: str) -> Slirp | None:
     binary = shutil.which("slirp4netns")
     if binary is None:
         return None
+    if not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+        return None  # rootless on a host whose /dev/net/tun is root's only: loopback only
     exit_r, exit_w = os.pipe()
     ready_r, ready_w = os.pipe()
     try:

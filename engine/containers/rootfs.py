@@ -36,7 +36,9 @@ def _mount_overlay(target: str, lowers_top_first: list[str], upper: str | None, 
             data += f",upperdir={upper},workdir={work}"
         else:
             flags = linux.MS_RDONLY
-        data += "," + OVERLAY_OPTIONS
+        from cache.snapshots import overlay_options  # userxattr in rootless mode
+
+        data += "," + overlay_options()
         if len(data) >= 4096:
             raise ContainerError(f"the image has too many layers for one overlay mount ({len(fds)})")
         linux.mount("overlay", target, "overlay", flags, data)

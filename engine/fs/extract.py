@@ -53,7 +53,7 @@ from engine.fs.tarformat import (
     TarReader,
 )
 
-__all__ = ["ExtractMode", "ExtractStats", "LayerError", "extract_layer"]
+__all__ = ["ExtractMode", "ExtractStats", "LayerError", "LayerLimitError", "extract_layer"]
 
 ExtractMode = Literal["overlay", "oci", "apply"]
 
@@ -69,6 +69,10 @@ _O_CREATE_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLO
 _MAX_LINKS = 40
 
 
+class LayerLimitError(LayerError):
+    """A layer past its size or entry limit: too big to be legitimate here, not malformed."""
+
+
 @dataclass(frozen=True)
 class ExtractStats:
     """What an extraction wrote (whiteouts counts deletions carried out or recorded)."""
@@ -82,6 +86,10 @@ class ExtractStats:
     whiteouts: int = 0
     bytes: int = 0
     xattrs_skipped: int = 0
+    owners_kept: int = 0
+    """Entries whose owner does not exist in this rootless user namespace (they stay root's)."""
+    devices_skipped: int = 0
+    """Device nodes not created: a user namespace may not make them (rootless mode)."""
 
 
 class _Root:
@@ -256,17 +264,47 @@ def member_components(name: bytes, member: bytes | None = None) -> tuple[bytes, 
     return tuple(comps)
 
 
+_ID_MAX = (1 << 32) - 2  # (uid_t)-1 is chown's "leave unchanged", never an owner
+_TIME_MAX_S = (1 << 63) - 1  # time_t
+_DEV_MAJOR_MAX, _DEV_MINOR_MAX = (1 << 12) - 1, (1 << 20) - 1  # what mknod's 32-bit dev_t holds
+
+
+def check_numbers(header: TarHeader) -> None:
+    """Refuse owner ids, times and device numbers the system calls cannot take.
+
+    Base-256 and PAX fields hold numbers of any size and sign; passed on, they would
+    fail as OverflowError (or a silent "owner unchanged" for -1) instead of a LayerError.
+    """
+    if not (0 <= header.uid <= _ID_MAX and 0 <= header.gid <= _ID_MAX):
+        raise LayerError(f"owner {header.uid}:{header.gid} is out of range", header.name)
+    if abs(header.mtime_ns // 1_000_000_000) > _TIME_MAX_S:
+        raise LayerError("modification time is out of range", header.name)
+    if header.typeflag in (CHRTYPE, BLKTYPE) and not (
+        0 <= header.devmajor <= _DEV_MAJOR_MAX and 0 <= header.devminor <= _DEV_MINOR_MAX
+    ):
+        raise LayerError(f"device number {header.devmajor}:{header.devminor} is out of range", header.name)
+
+
 class _Extractor:
-    def __init__(self, dest: str, mode: ExtractMode, max_bytes: int | None) -> None:
+    def __init__(self, dest: str, mode: ExtractMode, max_bytes: int | None, max_entries: int | None = None) -> None:
         self.root = _Root(dest)
         self.mode = mode
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self.is_root = os.geteuid() == 0
-        self.opaque_xattr = "trusted.overlay.opaque" if self.is_root else "user.overlay.opaque"
+        # Root of a user namespace (rootless mode) may chown only to the ids its map
+        # holds, may not make device nodes, and overlayfs there reads `user.` xattrs.
+        self.in_userns = False
+        if self.is_root:
+            from engine.rootless import in_user_namespace
+
+            self.in_userns = in_user_namespace()
+        self.opaque_xattr = "trusted.overlay.opaque" if self.is_root and not self.in_userns else "user.overlay.opaque"
         self.written: set[bytes] = set()
         self.dirs: dict[tuple[bytes, ...], tuple[int, int]] = {}
         self.counts = dict.fromkeys(
-            ("entries", "files", "dirs", "symlinks", "hardlinks", "devices", "whiteouts", "bytes", "xattrs_skipped"), 0
+            ("entries", "files", "dirs", "symlinks", "hardlinks", "devices", "whiteouts", "bytes", "xattrs_skipped",
+             "owners_kept", "devices_skipped"), 0
         )
         self.buf = bytearray(_CHUNK)
 
@@ -302,6 +340,19 @@ class _Extractor:
                     raise
                 self.counts["xattrs_skipped"] += 1
 
+    def _chown(self, target: int | bytes, header: TarHeader, pfd: int = -1) -> None:
+        """The header's owner (root only); in a user namespace an id outside its map
+        (EINVAL) leaves the entry root's — the single-id rootless map has only 0."""
+        try:
+            if isinstance(target, int):
+                os.fchown(target, header.uid, header.gid)
+            else:
+                os.chown(target, header.uid, header.gid, dir_fd=pfd, follow_symlinks=False)
+        except OSError as exc:
+            if not (self.in_userns and exc.errno == errno.EINVAL):
+                raise
+            self.counts["owners_kept"] += 1
+
     @staticmethod
     def _proc_path(pfd: int, name: bytes) -> bytes:
         """A path naming `name` inside the directory behind `pfd`, for calls without dir_fd.
@@ -318,6 +369,8 @@ class _Extractor:
         try:
             while (header := reader.next()) is not None:
                 self.counts["entries"] += 1
+                if self.max_entries is not None and self.counts["entries"] > self.max_entries:
+                    raise LayerLimitError(f"the layer has more than {self.max_entries} entries (the limit)")
                 try:
                     self._member(header, reader)
                 except LayerError:
@@ -343,6 +396,7 @@ class _Extractor:
                     raise LayerError("invalid whiteout name", header.name)
                 self._whiteout(comps[:-1], target)
             return
+        check_numbers(header)
         kind = header.typeflag
         if kind in (REGTYPE, AREGTYPE, CONTTYPE):
             self._file(comps, header, reader)
@@ -361,7 +415,7 @@ class _Extractor:
     def _file(self, comps: tuple[bytes, ...], header: TarHeader, reader: TarReader) -> None:
         size = header.size
         if self.max_bytes is not None and self.counts["bytes"] + size > self.max_bytes:
-            raise LayerError(f"layer data exceeds the limit of {self.max_bytes} bytes", header.name)
+            raise LayerLimitError(f"layer data exceeds the limit of {self.max_bytes} bytes", header.name)
         pfd = self.root.parent(comps[:-1])
         self._remove(pfd, comps[-1], keep_dir=False)
         fd = os.open(comps[-1], _O_CREATE_FILE, 0o600, dir_fd=pfd)
@@ -376,7 +430,7 @@ class _Extractor:
                     written = os.write(fd, chunk)
                     chunk = chunk[written:]
             if self.is_root:
-                os.fchown(fd, header.uid, header.gid)
+                self._chown(fd, header)
             os.fchmod(fd, header.mode & 0o7777)  # after chown, which clears setuid/setgid
             self._set_xattrs(fd, header)
             os.utime(fd, ns=(header.mtime_ns, header.mtime_ns))
@@ -392,7 +446,7 @@ class _Extractor:
         fd = os.open(comps[-1], _O_DIR_NOFOLLOW, dir_fd=pfd)
         try:
             if self.is_root:
-                os.fchown(fd, header.uid, header.gid)
+                self._chown(fd, header)
             self._set_xattrs(fd, header)
         finally:
             os.close(fd)
@@ -455,6 +509,9 @@ class _Extractor:
             fmt = stat.S_IFCHR if kind == CHRTYPE else stat.S_IFBLK
         pfd = self.root.parent(comps[:-1])
         self._remove(pfd, comps[-1], keep_dir=False)
+        if fmt != stat.S_IFIFO and self.in_userns:
+            self.counts["devices_skipped"] += 1  # the kernel refuses them there (rootless podman skips them too)
+            return
         device = os.makedev(header.devmajor, header.devminor) if fmt != stat.S_IFIFO else 0
         os.mknod(comps[-1], fmt | 0o600, device, dir_fd=pfd)
         self._finish_by_name(pfd, comps[-1], header, chmod=True)
@@ -463,7 +520,7 @@ class _Extractor:
     def _finish_by_name(self, pfd: int, name: bytes, header: TarHeader, *, chmod: bool) -> None:
         """Ownership, mode, xattrs and mtime of an entry that must not be opened (link, fifo, device)."""
         if self.is_root:
-            os.chown(name, header.uid, header.gid, dir_fd=pfd, follow_symlinks=False)
+            self._chown(name, header, pfd)
         if chmod:
             fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
             try:
@@ -574,16 +631,18 @@ def extract_layer(
     *,
     mode: ExtractMode = "overlay",
     max_bytes: int | None = None,
+    max_entries: int | None = None,
 ) -> ExtractStats:
     """Extract the uncompressed layer tar read from `stream` into the directory `dest`.
 
     Nothing outside `dest` is created, changed or read. Raises LayerError (naming the
-    member) for hostile or unsupported members and when the data exceeds `max_bytes`.
+    member) for hostile or unsupported members, and LayerLimitError when the file data
+    exceeds `max_bytes` or the archive holds more than `max_entries` entries.
     """
     if mode not in ("overlay", "oci", "apply"):
         raise ValueError(f"unknown extract mode {mode!r}")
     try:
-        extractor = _Extractor(dest, mode, max_bytes)
+        extractor = _Extractor(dest, mode, max_bytes, max_entries)
     except OSError as exc:
         raise LayerError(f"cannot open extraction destination {dest}: {exc.strerror}") from None
     return extractor.run(stream)

@@ -123,7 +123,7 @@ class ArchiveIndex:
     @classmethod
     def from_file(cls, path: str | None, tmp_dir: str, label: str) -> ArchiveIndex:
         """Index the archive at `path` (None: stdin), decompressing to a temp file if needed."""
-        from engine.oci.compress import CompressionError, decompress_stream, sniff
+        from engine.oci.compress import CompressionError, DecompressionLimitError, decompress_stream, sniff
 
         if path is None:
             source: BinaryIO = os.fdopen(os.dup(0), "rb")
@@ -142,12 +142,17 @@ class ArchiveIndex:
                     source.seek(0)
                 os.makedirs(tmp_dir, exist_ok=True)
                 spool = tempfile.TemporaryFile(dir=tmp_dir, prefix="load-")
+                from engine.limits import load_limits
+
+                limits = load_limits()
                 try:
-                    stream = decompress_stream(source)
+                    stream = decompress_stream(source, max_bytes=limits.archive_bytes)
                     while chunk := stream.read(_CHUNK):
                         spool.write(chunk)
                     spool.flush()
                     fd = os.dup(spool.fileno())
+                except DecompressionLimitError as exc:
+                    raise ArchiveError(f"{label}: {exc}; {limits.hint()}") from None
                 except CompressionError as exc:
                     raise ArchiveError(f"{label}: {exc}") from None
                 except OSError as exc:

@@ -36,6 +36,10 @@ class CompressionError(ShipyardError):
     """A blob that cannot be decompressed, or one that decompresses past its limit."""
 
 
+class DecompressionLimitError(CompressionError):
+    """A stream that decompresses past its `max_bytes` (a decompression bomb, or a huge layer)."""
+
+
 class _FixedBlocks(io.RawIOBase):
     """Feeds `inner` in exact GZIP_BLOCK-sized writes so block boundaries never depend on callers."""
 
@@ -160,7 +164,7 @@ class _Capped(io.RawIOBase):
             raise CompressionError(f"corrupt compressed stream: {exc}") from None
         self._count += n
         if self._limit is not None and self._count > self._limit:
-            raise CompressionError(f"decompressed data exceeds the limit of {self._limit} bytes")
+            raise DecompressionLimitError(f"decompressed data exceeds the limit of {self._limit} bytes")
         return n
 
     def close(self) -> None:
@@ -184,6 +188,21 @@ def sniff(head: bytes) -> str:
     if head.startswith(XZ_MAGIC):
         return "xz"
     return "uncompressed"
+
+
+XZ_MEMLIMIT = 256 << 20
+"""Decoder memory an xz stream may ask for (`xz -9` needs 65 MiB; a crafted header asks for GiBs)."""
+
+
+def _xz_reader(source: BinaryIO) -> BinaryIO:
+    """An xz/lzma reader with a decoder memory limit (`lzma.LZMAFile` has no way to set one)."""
+    import _compression
+    import lzma
+
+    raw = _compression.DecompressReader(
+        source, lzma.LZMADecompressor, trailing_error=lzma.LZMAError, memlimit=XZ_MEMLIMIT
+    )
+    return io.BufferedReader(raw)  # type: ignore[arg-type,return-value]
 
 
 def decompress_stream(stream: BinaryIO, *, max_bytes: int | None = None) -> BinaryIO:
@@ -222,8 +241,6 @@ def decompress_stream(stream: BinaryIO, *, max_bytes: int | None = None) -> Bina
         decoded = bz2.BZ2File(source, "rb")  # type: ignore[assignment]
         closers = (decoded,)
     else:
-        import lzma
-
-        decoded = lzma.LZMAFile(source, "rb")  # type: ignore[assignment]
+        decoded = _xz_reader(source)
         closers = (decoded,)
     return io.BufferedReader(_Capped(decoded, max_bytes, closers), buffer_size=1 << 20)  # type: ignore[return-value]

@@ -14,14 +14,15 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from engine.errors import ImageNotFoundError, ShipyardError
 from engine.oci import mediatypes
 from engine.oci.image import Image, Index, Manifest
 from engine.solver.context import Engine
 
-DEFAULT_MAX_LAYER_BYTES = 64 << 30
+if TYPE_CHECKING:
+    from engine.limits import Limits
 
 
 class ImportError_(ShipyardError):
@@ -64,11 +65,20 @@ class _HashingReader:
             pass
 
 
-def import_image(engine: Engine, manifest_bytes: bytes, blobs: BlobReader, *, max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES) -> ImportedImage:
-    """Store a manifest's config and layers; returns the top snapshot of its chain."""
-    from engine.fs.extract import extract_layer
-    from engine.oci.compress import decompress_stream
+def import_image(
+    engine: Engine, manifest_bytes: bytes, blobs: BlobReader, *, limits: "Limits | None" = None
+) -> ImportedImage:
+    """Store a manifest's config and layers; returns the top snapshot of its chain.
 
+    Each layer is held to `limits` (default: the config file's `[limits]`) while it is
+    decompressed and extracted: a decompression bomb stops at the limit.
+    """
+    from engine.fs.extract import LayerLimitError, extract_layer
+    from engine.limits import load_limits
+    from engine.oci.compress import DecompressionLimitError, decompress_stream
+
+    if limits is None:
+        limits = load_limits()
     manifest = Manifest.from_json(manifest_bytes)
     store = engine.store
     with blobs.open_blob(manifest.config.digest) as raw:
@@ -93,10 +103,19 @@ def import_image(engine: Engine, manifest_bytes: bytes, blobs: BlobReader, *, ma
         active = snapshotter.prepare_layer(parent)
         try:
             with store.open(descriptor.digest) as raw:
-                with decompress_stream(raw, max_bytes=max_layer_bytes) as plain:
+                with decompress_stream(raw, max_bytes=limits.layer_bytes) as plain:
                     reader = _HashingReader(plain)
-                    extract_layer(reader, active.root, mode=mode, max_bytes=max_layer_bytes)  # type: ignore[arg-type]
-                    reader.drain()
+                    try:
+                        extract_layer(
+                            reader,  # type: ignore[arg-type]
+                            active.root,
+                            mode=mode,
+                            max_bytes=limits.layer_bytes,
+                            max_entries=limits.layer_entries,
+                        )
+                        reader.drain()
+                    except (DecompressionLimitError, LayerLimitError) as exc:
+                        raise limits.exceeded(f"layer {descriptor.digest}", exc) from None
             got = "sha256:" + reader.hasher.hexdigest()
             if got != diff_id:
                 raise ImportError_(f"layer {descriptor.digest}: its content is {got}, the config says {diff_id}")

@@ -22,11 +22,11 @@ errors, so a typo (`mirror = …`) never silently does nothing.
 from __future__ import annotations
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.configfile import parse_toml, read_config
 from engine.registry.errors import RegistryConfigError
 
 DOCKER_HUB = "docker.io"
@@ -120,40 +120,14 @@ class RegistryConfig:
         return self.host(registry).mirrors
 
 
-def default_config_path() -> Path:
-    env = os.environ.get("SHIPYARD_CONFIG")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/etc/shipyard/config.toml")
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(xdg) / "shipyard" / "config.toml"
-
-
 def load_config(path: Path | str | None = None) -> RegistryConfig:
     """The registry config from `path` (default: see the module docstring)."""
-    explicit = path is not None or bool(os.environ.get("SHIPYARD_CONFIG"))
-    file = Path(path) if path is not None else default_config_path()
-    try:
-        text = file.read_bytes()
-    except FileNotFoundError:
-        if explicit:
-            raise RegistryConfigError(f"config file {file} does not exist") from None
-        return RegistryConfig()
-    except OSError as exc:
-        raise RegistryConfigError(f"config file {file}: {exc.strerror}") from None
-    return parse_config(text, str(file))
+    data, source = read_config(path, RegistryConfigError)
+    return RegistryConfig() if data is None else parse_config(data, source)
 
 
 def parse_config(data: bytes | str, source: str = "config.toml") -> RegistryConfig:
-    import tomllib
-
-    try:
-        doc = tomllib.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-    except UnicodeDecodeError:
-        raise RegistryConfigError(f"{source}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryConfigError(f"{source}: invalid TOML: {exc}") from None
+    doc = parse_toml(data, source, RegistryConfigError)
     registries = doc.get("registry", {})
     if not isinstance(registries, dict):
         raise RegistryConfigError(f"{source}: registry: expected a table of registries")

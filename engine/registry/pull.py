@@ -49,6 +49,8 @@ PULL_RECORD = "registry.pulled:"
 BLOB_SOURCE = "registry.source:"
 DOWNLOAD_WORKERS = 4
 STATUS_INTERVAL = 0.5
+MAX_CONFIG_BYTES = 8 << 20
+"""An image config is read whole into memory; real ones are a few KiB (history included)."""
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -212,10 +214,19 @@ def store_resolved(engine: "Engine", client: "RegistryClient", resolved: "Resolv
     ref = resolved.ref
     name = stored_name(ref)
     before = engine.index.get_image(name)
+    from engine.limits import load_limits
+
     manifest = Manifest.from_json(resolved.data)
+    limits = load_limits()
     for layer in manifest.layers:
         if not mediatypes.is_layer(layer.media_type) or layer.urls:
             raise RegistryError(f"{ref}: layer {layer.digest} has the unsupported type {layer.media_type!r}")
+        if layer.size > limits.layer_bytes:  # refused before a byte is downloaded
+            raise RegistryError(
+                f"{ref}: layer {layer.digest} is {layer.size} bytes, over the limit of {limits.layer_bytes}; {limits.hint()}"
+            )
+    if manifest.config.size > MAX_CONFIG_BYTES:
+        raise RegistryError(f"{ref}: image config of {manifest.config.size} bytes, over the limit of {MAX_CONFIG_BYTES}")
     downloaded = 0
     present = [row for row in engine.index.images_by_manifest(resolved.digest) if row.snapshot is not None or not manifest.layers]
     if present:

@@ -75,8 +75,9 @@ class ProcessSpec:
     The fields after `security` serve long-lived containers (`shipyard run`):
     `network="netns"` joins the namespace at `netns_path` (made by the caller,
     who publishes ports into it); `terminal` gives the process a pty whose master
-    the caller receives; `resources` are cgroup limits. A future user-namespace
-    option (rootless) belongs here too, applied by both backends' config.
+    the caller receives; `resources` are cgroup limits. Rootless mode needs no
+    field: the engine itself runs as root of a user namespace (`engine.rootless`)
+    and the backends adapt their config to it (`ocispec.default_mounts`).
     """
 
     args: tuple[str, ...]

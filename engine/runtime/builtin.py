@@ -51,7 +51,7 @@ def helper_python() -> str:
 
 
 class BuiltinRuntime:
-    """Runs containers with nsinit.py; needs root (the kernel does the rest)."""
+    """Runs containers with nsinit.py; needs root, of the host or of a rootless user namespace."""
 
     name = "builtin"
 

@@ -91,6 +91,13 @@ def check_available(resources: Resources) -> dict[str, Hierarchy]:
                 f"{_FLAG[controller]} cannot be applied: the {controller} cgroup controller is not available on this host"
             )
         if not os.access(hierarchy.mountpoint, os.W_OK):
+            from engine.rootless import in_user_namespace
+
+            if in_user_namespace():
+                raise RuntimeBackendError(
+                    f"{_FLAG[controller]} cannot be applied in rootless mode: the {controller} cgroup "
+                    f"({hierarchy.mountpoint}) is not delegated to this user"
+                )
             raise RuntimeBackendError(
                 f"{_FLAG[controller]} cannot be applied: {hierarchy.mountpoint} is not writable by this user"
             )

@@ -27,7 +27,8 @@ Sequence: unshare(mount, uts, ipc, pid [, net]); make / rprivate; fork. The
 parent waits, forwards signals, and exits with the child's status (128+N for a
 signal). The child is pid 1 of the new namespace: it binds the rootfs on itself,
 mounts /proc, a tmpfs /dev (host device nodes bound in), devpts, shm, mqueue, /sys,
-the /etc files and extra mounts (each destination resolved inside the root) — all
+the /etc files and extra mounts (each destination found and made by descriptor
+inside the root, each bind attached with open_tree/move_mount) — all
 nodev when the spec's device rules deny everything, the builtin stand-in for the
 device cgroup runc sets up —
 pivots into the root, masks Docker's masked paths, drops capabilities, switches
@@ -47,8 +48,8 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-# mnt last: it changes what /proc/<pid> paths mean. (A user namespace, for rootless
-# containers, would have to be joined first.)
+# mnt last: it changes what /proc/<pid> paths mean. (Rootless containers need no user
+# namespace of their own: every rootless command shares one, see engine.rootless.)
 SETNS_ORDER = ("ipc", "uts", "net", "pid", "mnt")
 SETNS_FLAGS = {"ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET, "pid": CLONE_NEWPID, "mnt": CLONE_NEWNS}
 TIOCSCTTY = 0x540E
@@ -80,10 +81,22 @@ MS_RELATIME = 1 << 21
 MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 SYS_MOUNT_SETATTR = 442  # the same number on every architecture
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
 
 # statvfs f_flag bits that must survive a bind remount.
 ST_TO_MS = ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (16, MS_SYNCHRONOUS),
@@ -194,49 +207,74 @@ def prctl(option, arg):
 
 
 # --- paths inside the root ---------------------------------------------------------
+#
+# Every mount target is found by descriptor, never by a path string: a directory in
+# the root may be shared with other running containers (a cache mount), which can swap
+# a component for a symlink to a host path between a string check and its use.
 
 
-def resolve_in_root(root, path):
-    """The host path of `path` inside `root`: symlinks followed, never out of `root`."""
+def walk_in_root(root_fd, path, create=None):
+    """An O_PATH descriptor of `path` inside the directory `root_fd`, as if it were `/`.
+
+    One O_NOFOLLOW open per component: a symlink is read and followed *inside* the
+    root (an absolute target restarts at it), `..` returns to the directory we came
+    from and never climbs above the root. `create` ("dir" or "file") makes what is
+    missing: parents as directories, the last component as `create` says.
+    """
+    stack = []
     pending = [part for part in path.split("/") if part and part != "."]
     pending.reverse()
-    resolved = []
     links = 0
-    while pending:
-        part = pending.pop()
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            target = os.readlink(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise SetupError("too many levels of symbolic links in " + path)
-        if target.startswith("/"):
-            resolved = []
-        pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
-    return os.path.join(root, *resolved) if resolved else root
+    tries = 0
+    try:
+        while pending:
+            part = pending.pop()
+            if part == "..":
+                if stack:
+                    os.close(stack.pop())
+                continue
+            current = stack[-1] if stack else root_fd
+            try:
+                fd = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            except FileNotFoundError:
+                tries += 1
+                if create is None or tries > 64:
+                    raise
+                try:
+                    if pending or create == "dir":
+                        os.mkdir(part, 0o755, dir_fd=current)
+                    else:
+                        os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                         0o644, dir_fd=current))
+                except FileExistsError:
+                    pass
+                pending.append(part)  # open what is there now (made by us, or by a racing step)
+                continue
+            mode = os.fstat(fd).st_mode
+            if (mode & 0o170000) == 0o120000:  # a symlink: interpret it inside the root
+                os.close(fd)
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise SetupError("too many levels of symbolic links in " + path)
+                target = os.readlink(part, dir_fd=current)
+                if target.startswith("/"):
+                    while stack:
+                        os.close(stack.pop())
+                pending.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                continue
+            if pending and (mode & 0o170000) != 0o040000:
+                os.close(fd)
+                raise NotADirectoryError(20, "not a directory")
+            stack.append(fd)
+        return stack.pop() if stack else os.dup(root_fd)
+    finally:
+        while stack:
+            os.close(stack.pop())
 
 
-def make_mountpoint(root, host_path, directory):
-    if os.path.lexists(host_path):
-        return
-    missing = []
-    probe = host_path
-    while probe != root and not os.path.lexists(probe):
-        missing.append(probe)
-        probe = os.path.dirname(probe)
-    missing.reverse()
-    for index, path in enumerate(missing):
-        if index == len(missing) - 1 and not directory:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
-        else:
-            os.mkdir(path, 0o755)
+def fd_path(fd):
+    """A path naming exactly what `fd` refers to (the kernel follows the magic link, not a name)."""
+    return "/proc/self/fd/" + str(fd)
 
 
 # --- mounts --------------------------------------------------------------------------
@@ -301,8 +339,56 @@ def populate_dev(dev, host_devices):
         os.symlink(target, dev + "/" + name)
 
 
-def mount_entry(root, entry, host_devices, nodev):
-    """One OCI mount. With `nodev` (the spec denies all devices) nothing mounted here
+MOUNT_ATTRS = ((MS_RDONLY, MOUNT_ATTR_RDONLY), (MS_NOSUID, MOUNT_ATTR_NOSUID), (MS_NODEV, MOUNT_ATTR_NODEV),
+               (MS_NOEXEC, MOUNT_ATTR_NOEXEC), (MS_NODIRATIME, MOUNT_ATTR_NODIRATIME))
+ATIME_ATTRS = ((MS_NOATIME, MOUNT_ATTR_NOATIME), (MS_STRICTATIME, MOUNT_ATTR_STRICTATIME), (MS_RELATIME, 0))
+
+
+def syscall(number, *args):
+    result = libc.syscall(ctypes.c_long(number), *args)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def attach_bind(source, target_fd, flags, nodev):
+    """Bind `source` on the mountpoint `target_fd`: cloned with open_tree, its flags set
+    with mount_setattr while it is still detached, attached with move_mount — so the
+    mount is never anywhere but where the descriptor points, and never writable when
+    it should be read-only."""
+    tree = syscall(SYS_OPEN_TREE, ctypes.c_int(AT_FDCWD), _b(source),
+                   ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if flags & MS_REC else 0)))
+    try:
+        attr_set = MOUNT_ATTR_NODEV if nodev else 0
+        for ms_flag, attr in MOUNT_ATTRS:
+            if flags & ms_flag:
+                attr_set |= attr
+        attr_clr = 0
+        for ms_flag, attr in ATIME_ATTRS:
+            if flags & ms_flag:
+                attr_set, attr_clr = (attr_set & ~MOUNT_ATTR__ATIME) | attr, MOUNT_ATTR__ATIME
+        pending = attr_set or attr_clr
+        if pending:
+            attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, 0, 0)  # attr_set, attr_clr, propagation, userns_fd
+            try:
+                syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree), b"", ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE),
+                        attr, ctypes.c_size_t(32))
+                pending = False
+            except OSError as exc:
+                if exc.errno != 38:  # ENOSYS (before Linux 5.12): remount once attached, below
+                    raise
+        syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree), b"", ctypes.c_int(target_fd), b"",
+                ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+        if pending:  # `tree` now names the attached mount itself
+            remount_bind(fd_path(tree), flags | (MS_NODEV if nodev else 0))
+    finally:
+        os.close(tree)
+
+
+def mount_entry(root_fd, entry, host_devices, nodev):
+    """One OCI mount, its target found and made inside the root by descriptor
+    (`walk_in_root`). With `nodev` (the spec denies all devices) nothing mounted here
     can serve device nodes: without a device cgroup that is what keeps a root
     process holding CAP_MKNOD from opening the host's disks."""
     destination = entry["destination"]
@@ -313,24 +399,30 @@ def mount_entry(root, entry, host_devices, nodev):
         flags |= MS_BIND
     elif nodev and kind != "devpts":
         flags |= MS_NODEV
-    target = resolve_in_root(root, destination)
     bind = bool(flags & MS_BIND)
     directory = os.path.isdir(source) if bind else True
     if bind and not os.path.exists(source):
         raise SetupError("mount source " + source + " does not exist")
     try:
-        make_mountpoint(root, target, directory)
+        target_fd = walk_in_root(root_fd, destination, "dir" if directory else "file")
     except OSError as exc:
         raise SetupError("cannot create mountpoint " + destination + ": " + os.strerror(exc.errno or 0))
-    if bind:
-        mount(source, target, None, flags & (MS_BIND | MS_REC))
-        set_mount_attrs(target, nodev, bool(flags & MS_RDONLY))
-        if flags & ~(MS_BIND | MS_REC | MS_RDONLY):
-            remount_bind(target, flags)
-    else:
-        mount(source, target, kind, flags, data)
+    try:
+        if bind:
+            try:
+                attach_bind(source, target_fd, flags, nodev)
+            except OSError as exc:
+                raise SetupError("mount " + source + " on " + destination + ": " + os.strerror(exc.errno or 0))
+        else:
+            mount(source, fd_path(target_fd), kind, flags, data)
+    finally:
+        os.close(target_fd)
     if destination.rstrip("/") == "/dev" and kind == "tmpfs":
-        populate_dev(target, host_devices)
+        dev_fd = walk_in_root(root_fd, destination)  # the tmpfs just mounted there
+        try:
+            populate_dev(fd_path(dev_fd), host_devices)
+        finally:
+            os.close(dev_fd)
 
 
 def mask_paths(masked, readonly):
@@ -502,8 +594,12 @@ def init_container(config, console):
     host_devices = open_host_devices()
     mount(root, root, None, MS_BIND | MS_REC)
     set_mount_attrs(root, nodev, False)
-    for entry in config.get("mounts", ()):
-        mount_entry(root, entry, host_devices, nodev)
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # the bind just made
+    try:
+        for entry in config.get("mounts", ()):
+            mount_entry(root_fd, entry, host_devices, nodev)
+    finally:
+        os.close(root_fd)
     for fd in host_devices.values():
         os.close(fd)
     if "network" in namespaces:
@@ -549,6 +645,30 @@ def setup_console(process, console):
         os.close(slave)
 
 
+def setgroups_denied():
+    """A single-id rootless namespace denies setgroups(2) (its gid_map was written
+    unprivileged): the process keeps the empty group list it has."""
+    try:
+        with open("/proc/self/setgroups", "rb") as handle:
+            return handle.read().strip() == b"deny"
+    except OSError:
+        return False
+
+
+def id_mapped(number, map_name):
+    """Whether `number` exists in this process's user namespace (always, outside one)."""
+    try:
+        with open("/proc/self/" + map_name, "rb") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 3 and int(fields[0]) <= number < int(fields[0]) + int(fields[2]):
+            return True
+    return False
+
+
 def become_process(process, console):
     """Limits, console, capabilities, user, cwd, then exec: the part init and exec share."""
     set_rlimits(process.get("rlimits", ()))
@@ -564,10 +684,18 @@ def become_process(process, console):
     user = process.get("user", {})
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     try:
-        os.setgroups(list(user.get("additionalGids", ())))
+        groups = list(user.get("additionalGids", ()))
+        if groups or not setgroups_denied():
+            os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     except OSError as exc:
+        unmapped = [kind + " " + str(number) for kind, number, path in
+                    (("uid", uid, "uid_map"), ("gid", gid, "gid_map")) + tuple(("gid", g, "gid_map") for g in groups)
+                    if not id_mapped(number, path)]
+        if unmapped:
+            raise SetupError("set user " + str(uid) + ":" + str(gid) + ": " + ", ".join(unmapped)
+                             + " not mapped in the rootless user namespace (see /etc/subuid and /etc/subgid)")
         raise SetupError("set user " + str(uid) + ":" + str(gid) + ": " + os.strerror(exc.errno or 0))
     if uid == 0:
         set_capabilities(cap_mask(caps.get("effective", ())), cap_mask(caps.get("permitted", ())))
@@ -733,6 +861,10 @@ def main(ctl_arg, report_arg="-1", console_arg="-1"):
         # Nothing mounted for the container may propagate back to the host.
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         err_r, err_w = os.pipe() if report >= 0 else (-1, -1)
+        if report >= 0:
+            # The child shares our mount namespace, so its pivot_root moves our root
+            # too: read its /proc/PID/stat through the host's /proc opened now.
+            HOST_PROC[0] = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         alive_r, alive_w = os.pipe()
         pid = os.fork()
     except SetupError as exc:
@@ -742,7 +874,8 @@ def main(ctl_arg, report_arg="-1", console_arg="-1"):
     if pid == 0:
         if err_w >= 0:
             ERROR_FD[0] = err_w
-        run_guarded(lambda: init_container(config, console), alive_r, alive_w, (ctl, err_r, report))
+        closing = (ctl, err_r, report, -1 if HOST_PROC[0] is None else HOST_PROC[0])
+        run_guarded(lambda: init_container(config, console), alive_r, alive_w, closing)
     os.close(alive_r)
     if console >= 0:
         os.close(console)

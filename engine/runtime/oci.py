@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import BuildCancelled
+from engine.rootless import in_user_namespace
 from engine.runtime import cgroups
 from engine.runtime.base import (
     STATUS_CANNOT_EXECUTE,
@@ -52,9 +53,15 @@ class OciRuntime:
         self.binary = binary
         self._dir = Path(state_root) / "runtime"
         self._root = str(self._dir / name)  # the runtime's own --root (container state)
+        self._rootless = in_user_namespace()
 
     def _command(self, *args: str, log: str | None = None) -> list[str]:
         argv = [self.binary, "--root", self._root]
+        if self._rootless and self.name == "runc":
+            # Root of our user namespace, not of the host: runc's rootless cgroup
+            # manager then skips the cgroups it may not create (there are no limits
+            # to apply: `start` refuses them without a writable cgroup).
+            argv += ["--rootless", "true"]
         if log is not None:
             argv += ["--log", log, "--log-format", "json"]
         return argv + list(args)
@@ -124,7 +131,7 @@ class OciRuntime:
                 hosts_file=hosts,
                 resolv_file=resolv,
                 cgroup_mount=True,
-                cgroups_path=cgroups.cgroups_path(container_id),
+                cgroups_path="" if self._rootless and spec.resources.empty else cgroups.cgroups_path(container_id),
             )
             with open(bundle / "config.json", "w") as handle:
                 json.dump(config.to_oci(), handle)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.runtime.base import BindMount, ProcessSpec, TmpfsMount, process_env
+from engine.rootless import in_user_namespace
 from engine.runtime.caps import capabilities_for, held_capabilities
 from engine.fs.safepath import clean
 
@@ -148,12 +149,24 @@ def nofile_limit() -> int:
     start every container, so we give the most we are allowed to.
     """
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard >= WANTED_NOFILE or "CAP_SYS_RESOURCE" in held_capabilities():
+    if hard == resource.RLIM_INFINITY or hard >= WANTED_NOFILE:
+        return WANTED_NOFILE
+    # Root of a user namespace holds CAP_SYS_RESOURCE only there; rlimits are the host's.
+    if "CAP_SYS_RESOURCE" in held_capabilities() and not in_user_namespace():
         return WANTED_NOFILE
     return hard
 
 
 def default_mounts(spec: ProcessSpec, *, cgroup: bool) -> list[MountEntry]:
+    """runc's defaults; in rootless mode adjusted as `runc spec --rootless` adjusts them.
+
+    A user namespace may mount sysfs only in a network namespace it owns, and no
+    cgroup v1 hierarchy at all, so /sys is the host's, bound read-only, and there is
+    no /sys/fs/cgroup of the container's own; devpts loses `gid=5` when the map has
+    no gid 5 (a single-id map).
+    """
+    if in_user_namespace():
+        return _rootless_mounts(spec)
     sys_mode = "rw" if spec.security == "insecure" else "ro"
     mounts = [
         MountEntry("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
@@ -173,6 +186,23 @@ def default_mounts(spec: ProcessSpec, *, cgroup: bool) -> list[MountEntry]:
             MountEntry("/sys/fs/cgroup", "cgroup", "cgroup", ("nosuid", "noexec", "nodev", "relatime", sys_mode))
         )
     return mounts
+
+
+def _rootless_mounts(spec: ProcessSpec) -> list[MountEntry]:
+    from engine.rootless import mapped, read_map
+
+    pts = ("nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620")
+    if mapped(5, read_map("/proc/self/gid_map")):
+        pts += ("gid=5",)
+    sys_mode = "rw" if spec.security == "insecure" else "ro"
+    return [
+        MountEntry("/proc", "proc", "proc", ("nosuid", "noexec", "nodev")),
+        MountEntry("/dev", "tmpfs", "tmpfs", ("nosuid", "strictatime", "mode=755", "size=65536k")),
+        MountEntry("/dev/pts", "devpts", "devpts", pts),
+        MountEntry("/dev/shm", "tmpfs", "shm", ("nosuid", "noexec", "nodev", "mode=1777", "size=65536k")),
+        MountEntry("/dev/mqueue", "mqueue", "mqueue", ("nosuid", "noexec", "nodev")),
+        MountEntry("/sys", "bind", "/sys", ("rbind", "nosuid", "noexec", "nodev", sys_mode)),
+    ]
 
 
 def spec_mount(mount: BindMount | TmpfsMount) -> MountEntry:

@@ -5,7 +5,8 @@ container on a hybrid cgroup layout. So the probe runs the host's `true` in a
 read-only container made of the host's /usr (and friends) bound into an empty
 rootfs, through the same code path as a build step. The verdict is cached in
 state_root/runtime/probe.json under a key made of the binary's path, mtime and
-size, the kernel release and our euid (plus nsinit.py for the builtin runtime), so
+size, the kernel release and our euid (plus nsinit.py for the builtin runtime, and
+the user namespace's id map in rootless mode), so
 a runtime upgrade, a new kernel or a different user re-probes instead of trusting
 a stale answer. `auto` trusts a cached failure; an explicit choice re-probes it,
 so its error is always fresh.
@@ -30,6 +31,7 @@ from engine.runtime.workdir import sweep_stale
 CHOICES = ("auto", "runc", "crun", "builtin")
 AUTO_ORDER = ("runc", "crun", "builtin")
 PROBE_TIMEOUT_SECONDS = 20.0
+SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ def _file_key(path: str) -> str:
 
 def probe_key(name: str, binary: str) -> str:
     parts = [name, _file_key(binary), os.uname().release, f"euid={os.geteuid()}"]
+    from engine.rootless import in_user_namespace, read_map
+
+    if in_user_namespace():  # rootless: which user, and whether it has subordinate ids
+        parts.append("userns=" + ",".join(r.line().replace(" ", ":") for r in read_map()))
     if name == "builtin":
         parts.append(_file_key(NSINIT))
     return "|".join(parts)
@@ -143,6 +149,13 @@ def _make(name: str, state_root: Path) -> tuple[OciRuntime | BuiltinRuntime | No
     if name == "builtin":
         return BuiltinRuntime(state_root), helper_python(), ""
     binary = shutil.which(name)
+    if binary is None:
+        from engine.rootless import in_user_namespace
+
+        if in_user_namespace():
+            # Debian installs runc in /usr/sbin, which is not on an ordinary user's
+            # PATH: rootless mode would otherwise never find it.
+            binary = shutil.which(name, path=SBIN_PATH)
     if binary is None:
         return None, "", f"{name} is not installed (not found on PATH)"
     return OciRuntime(name, os.path.realpath(binary), state_root), os.path.realpath(binary), ""

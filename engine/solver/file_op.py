@@ -215,18 +215,22 @@ def unpack_archive(archive: str, dest_root: str, dest: str, owner: tuple[int, in
     given). Members keep the archive's owners, modes and times; with `owner`, every
     member becomes theirs (BuildKit overrides the header's ids with `--chown`).
     """
-    from engine.fs.extract import extract_layer
-    from engine.oci.compress import decompress_stream
+    from engine.fs.extract import LayerLimitError, extract_layer
+    from engine.limits import load_limits
+    from engine.oci.compress import DecompressionLimitError, decompress_stream
 
+    limits = load_limits()
     target = _make_dirs(dest_root, dest, owner)
     with open(archive, "rb") as f:
-        stream = decompress_stream(f)
+        stream = decompress_stream(f, max_bytes=limits.layer_bytes)
         try:
-            extract_layer(stream, target, mode="oci")
+            extract_layer(stream, target, mode="oci", max_bytes=limits.layer_bytes, max_entries=limits.layer_entries)
+        except (DecompressionLimitError, LayerLimitError) as exc:
+            raise limits.exceeded(f"ADD {os.path.basename(archive)}", exc) from None
         finally:
             stream.close()
     if owner is not None:
-        _chown_members(archive, target, owner)
+        _chown_members(archive, target, owner, limits.layer_bytes)
 
 
 def _make_dirs(root: str, path: str, owner: tuple[int, int] | None) -> str:
@@ -247,14 +251,14 @@ def _make_dirs(root: str, path: str, owner: tuple[int, int] | None) -> str:
     return host
 
 
-def _chown_members(archive: str, target: str, owner: tuple[int, int]) -> None:
+def _chown_members(archive: str, target: str, owner: tuple[int, int], max_bytes: int) -> None:
     """Give every extracted member `owner`, then restore its mode (chown clears setuid bits)."""
     from engine.fs.extract import member_components
     from engine.fs.tarformat import SYMTYPE, TarReader
     from engine.oci.compress import decompress_stream
 
     with open(archive, "rb") as f:
-        stream = decompress_stream(f)
+        stream = decompress_stream(f, max_bytes=max_bytes)
         try:
             reader = TarReader(stream)
             while (header := reader.next()) is not None:

@@ -94,12 +94,20 @@ def prepare_mounts(
     if extra:
         staging = stack.enter_context(Staging(engine.state.mounts, overlay=engine.snapshotter.kind == "overlay"))
         preparer = _Preparer(engine, inputs, session, stack, staging, cancel, context_filters or {})
+        cache_targets: set[str] = set()
         for mount in extra:
             prepared, extra_env = preparer.prepare(mount)
             if prepared is not None:
                 mounts.append(prepared)
+                if mount.type == "cache":
+                    cache_targets.add(clean(prepared.target))
             env.extend(extra_env)
         mounts.sort(key=lambda m: clean(m.target))
+        if cache_targets:  # what is nested in a shared cache is mounted here, race-free (see nested_mounts)
+            from engine.solver.nested_mounts import attach_under_caches
+
+            assert staging.dir is not None
+            mounts = attach_under_caches(mounts, cache_targets, str(staging.dir))
     stubs = MountStubs(rootfs)
     stack.callback(stubs.remove)
     stubs.make_base([clean(m.target) for m in mounts])

@@ -11,6 +11,10 @@
    another stage gets a second, content-based key once that stage's result exists.
 4. The first failure cancels everything still running (containers are killed,
    mounts undone) and is re-raised with the failing step's location and log tail.
+
+Several builds may share a state directory: a step about to run takes its cache
+key's lock (`cache.leases.step_lock`) and looks again once it holds it, so a step two
+builds reach at once runs once — the second waits, then finds the first's record.
 """
 
 from __future__ import annotations
@@ -286,30 +290,41 @@ class Solver:
             graph[vertex.digest] = set() if hit else {i.digest for i in vertex.inputs if i.digest in needed}
         sorter = graphlib.TopologicalSorter(graph)
         sorter.prepare()
-        first_error: BaseException | None = None
-        running: dict[Future[None], str] = {}
         with ThreadPoolExecutor(max_workers=self.max_parallel, thread_name_prefix="solver") as pool:
-            while sorter.is_active():
-                if first_error is None:
-                    for digest in sorter.get_ready():
-                        future = pool.submit(self._process, states[digest], states, records)
-                        running[future] = digest
-                if not running:
-                    break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for future in done:
-                    digest = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        sorter.done(digest)
-                    elif first_error is None or isinstance(first_error, BuildCancelled):
-                        if first_error is None or not isinstance(error, BuildCancelled):
-                            first_error = error
-                        self._cancel.set()
-                if first_error is not None and not running:
-                    break
+            try:
+                first_error = self._schedule(pool, sorter, states, records)
+            except BaseException:  # Ctrl-C in this thread: stop the steps before the pool joins them
+                self._cancel.set()
+                raise
         if first_error is not None:
             raise first_error
+
+    def _schedule(
+        self, pool: ThreadPoolExecutor, sorter: graphlib.TopologicalSorter, states: dict[str, VertexState], records: dict
+    ) -> BaseException | None:
+        """Run every ready step until all are done or one failed; returns the first failure."""
+        first_error: BaseException | None = None
+        running: dict[Future[None], str] = {}
+        while sorter.is_active():
+            if first_error is None:
+                for digest in sorter.get_ready():
+                    future = pool.submit(self._process, states[digest], states, records)
+                    running[future] = digest
+            if not running:
+                break
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in done:
+                digest = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    sorter.done(digest)
+                elif first_error is None or isinstance(first_error, BuildCancelled):
+                    if first_error is None or not isinstance(error, BuildCancelled):
+                        first_error = error
+                    self._cancel.set()
+            if first_error is not None and not running:
+                break
+        return first_error
 
     def _process(self, state: VertexState, states: dict[str, VertexState], records: dict) -> None:
         vertex = state.vertex
@@ -342,7 +357,23 @@ class Solver:
                     self._mark_cached(state, found.snapshot, found.created)
                     self.engine.index.record([state.key], found.snapshot, state.name)
                     return
-        self._execute(state, inputs)
+        if not self._can_hit(state) or not state.key:
+            self._execute(state, inputs)
+            return
+        from cache.leases import step_lock
+
+        with step_lock(self.engine.state.root, state.key, self._cancel):
+            # Another build may have run this very step while we waited for the lock.
+            keys = [k for k in (state.key, state.content_key) if k]
+            found_now = self.engine.index.lookup(keys)
+            record = found_now.get(state.key) or (found_now.get(state.content_key) if state.content_key else None)
+            if record is not None:
+                self._mark_cached(state, record.snapshot, record.created)
+                missing = [k for k in keys if k not in found_now]
+                if missing:
+                    self.engine.index.record(missing, record.snapshot, state.name)
+                return
+            self._execute(state, inputs)
 
     def _mark_cached(self, state: VertexState, snapshot: int | None, created: float) -> None:
         state.cached = True
@@ -396,9 +427,15 @@ class Solver:
             if isinstance(exc, BuildCancelled):
                 raise
             if isinstance(exc, BuildStepError):
-                raise _with_tail(exc, self._location(vertex), state) from None
+                raise _with_tail(_disk_hint(exc, self.engine.state.root, state.log_tail), self._location(vertex), state) from None
             if isinstance(exc, ShipyardError):
-                raise _located(exc, self._location(vertex), state.name) from None
+                raise _disk_hint(_located(exc, self._location(vertex), state.name), self.engine.state.root, ()) from None
+            if isinstance(exc, OSError):
+                from cache.diskspace import disk_full_message, is_disk_full
+
+                if is_disk_full(exc):
+                    message = disk_full_message(f"running {state.name}", self.engine.state.root, exc.errno or 0)
+                    raise BuildStepError(step=state.name, message=message, location=self._location(vertex)) from None
             raise
         keys = [k for k in (state.key, state.content_key) if k]
         created = self.engine.index.record(keys, snapshot, state.name)
@@ -415,6 +452,27 @@ def _feed_tail(state: VertexState, data: bytes) -> None:
     *lines, state._partial_line = buf.split(b"\n")
     for line in lines:
         state.log_tail.append(line.decode("utf-8", "replace"))
+
+
+def _disk_hint(exc: ShipyardError, root: object, tail: "deque[str] | tuple[()]") -> ShipyardError:
+    """A step that failed saying "No space left on device" (its own error, or its output),
+    or a RUN that failed with the state directory full, most likely failed for that — its
+    layer is written in the state directory: say so, where, and what helps."""
+    from cache.diskspace import disk_full_message, nearly_full
+
+    if not isinstance(exc, BuildStepError):
+        return exc
+    full = ("No space left on device", "Disk quota exceeded")
+    said = any(f in exc.message for f in full) or any(f in line for line in tail for f in full)
+    if not (said or (exc.exit_status is not None and nearly_full(str(root)))):
+        return exc
+    return BuildStepError(
+        step=exc.step,
+        message=f"{exc.message}; {disk_full_message('the step wrote its layer', str(root))}",
+        location=exc.location,
+        exit_status=exc.exit_status,
+        output_tail=exc.output_tail,
+    )
 
 
 def _with_tail(exc: BuildStepError, location: str, state: VertexState) -> BuildStepError:

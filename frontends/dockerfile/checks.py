@@ -524,7 +524,9 @@ class _Replay:
         self.df = dockerfile
         self.filename = dockerfile.filename
         self.build_args = build_args
-        self.lex = ShellLex(dockerfile.escape)
+        from frontends.dockerfile.limits import BudgetedLex
+
+        self.lex = BudgetedLex(dockerfile.escape)  # total expansion is capped, as in the lowering
         self.raw_lex = ShellLex("\\", skip_process_quotes=True)
         self.resolver = resolver
         self.all_stages = all_stages

@@ -48,6 +48,7 @@ from frontends.dockerfile.instructions import (
     Stage,
     WorkdirCommand,
 )
+from frontends.dockerfile.limits import BudgetedLex, check_keys
 from frontends.dockerfile.parser import Dockerfile
 from frontends.dockerfile.shell_lexer import ShellLex
 
@@ -66,6 +67,8 @@ class BuildParams:
     arch: str = "amd64"
     named_contexts: Mapping[str, str] = field(default_factory=dict)
     """`--build-context name=DIR|docker-image://REF|oci-layout://PATH`, as given."""
+    target_contexts: Mapping[str, tuple[Vertex, Image]] = field(default_factory=dict)
+    """For `target:NAME` named contexts (bake files): NAME's lowered vertex and image config."""
 
 
 @dataclass
@@ -104,7 +107,7 @@ class Lowering:
         self.df = dockerfile
         self.params = params
         self.resolver = resolver
-        self.lex = ShellLex(dockerfile.escape)
+        self.lex = BudgetedLex(dockerfile.escape)  # total expansion is capped (frontends.dockerfile.limits)
         self.graph = GraphBuilder()
         self.filename = dockerfile.filename
         self._states: dict[int, _StageState] = {}
@@ -354,6 +357,8 @@ class Lowering:
         elif isinstance(cmd, CONFIG_COMMANDS):
             change = apply_config_command(state.config, cmd, cmd_set=state.cmd_set, filename=self.filename)
             state.config = change.config
+            check_keys("ENV", len(state.config.env), self.filename, cmd.line)
+            check_keys("LABEL", len(state.config.labels), self.filename, cmd.line)
             if change.author is not None:
                 state.author = change.author
             if isinstance(cmd, CmdCommand):
@@ -375,6 +380,7 @@ class Lowering:
                 value = self.global_args.get(key)
             state.args[key] = value
             shown.append(key if value is None else f"{key}={value}")
+        check_keys("ARG", len(state.args), self.filename, cmd.line)
         self._history(state, "ARG " + " ".join(shown), True)
 
     def _build_args_in_env(self, state: _StageState) -> list[tuple[str, str]]:
@@ -502,7 +508,10 @@ class Lowering:
         if value.startswith(("docker-image://", "oci-layout://")):
             return self._image(value, line)
         if value.startswith("target:"):
-            raise self.error(f"build context {name}={value}: target: contexts exist only in bake files", line)
+            found = self.params.target_contexts.get(value[len("target:") :])
+            if found is None:
+                raise self.error(f"build context {name}={value}: target: contexts exist only in bake files", line)
+            return found[0], found[1], value
         if "://" in value or value.startswith("git@"):
             raise self.error(f"build context {name}={value}: remote contexts are not supported", line)
         path = os.path.abspath(value)

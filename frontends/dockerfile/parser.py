@@ -30,6 +30,7 @@ from frontends.dockerfile.instructions import (
     parse_heredoc,
     parse_node,
 )
+from frontends.dockerfile.limits import MAX_INSTRUCTIONS, check_counts, check_size
 from frontends.dockerfile.shell_lexer import (
     GO_SPACE_CHARS,
     ExpansionError,
@@ -527,6 +528,8 @@ def parse_nodes(text: str, filename: str = "Dockerfile", first_line: int = 1, es
         nodes.append(
             Node(node.keyword, node.flags, node.args, node.json, full, start, end_line, tuple(heredocs), node.child)
         )
+        if len(nodes) > MAX_INSTRUCTIONS:  # stop before the node list itself gets large
+            check_counts(len(nodes), 0, filename, start)
     if not nodes:
         raise DockerfileError("file with no instructions", filename, max(first_line, total + offset - 1))
     found = Directives(
@@ -538,7 +541,8 @@ def parse_nodes(text: str, filename: str = "Dockerfile", first_line: int = 1, es
 
 
 def parse_dockerfile(text: str, filename: str = "Dockerfile") -> Dockerfile:
-    """Parse a whole Dockerfile into its global ARGs and stages."""
+    """Parse a whole Dockerfile into its global ARGs and stages (within `frontends.dockerfile.limits`)."""
+    check_size(text, filename)
     parsed = parse_nodes(text, filename)
     meta_args: list[ArgCommand] = []
     stages: list[Stage] = []
@@ -546,6 +550,7 @@ def parse_dockerfile(text: str, filename: str = "Dockerfile") -> Dockerfile:
     for node in parsed.nodes:
         item = parse_node(node, filename)
         if isinstance(item, Stage):
+            check_counts(0, len(stages) + 1, filename, node.line)
             if stages:
                 stages[-1] = _with_commands(stages[-1], commands)
             commands = []

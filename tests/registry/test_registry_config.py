@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.configfile import default_config_path
 from engine.registry.client import RegistryClient
 from engine.registry.config import (
     HostConfig,
     KeyPair,
     Mirror,
     canonical_registry,
-    default_config_path,
     is_loopback,
     load_config,
     parse_config,
