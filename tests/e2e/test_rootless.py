@@ -349,6 +349,9 @@ def test_single_id_user_builds_and_runs_with_root_ownership_only(nosub: UserShip
             "run", "--rm", "--runtime", runtime, "-v", f"{vol}:/vol", "single:1", "sh", "-c", f"cat /ok /vol/in > /vol/{runtime}"
         )
         assert done.returncode == 0 and (vol / runtime).read_text() == "ok\nsingle\n"
+        status = nosub.run("run", "--rm", "--runtime", runtime, "single:1", "sh", "-c", "exit 7", check=False)
+        assert status.returncode == 7, status.stderr  # the container's exit code is run's, rootless too
+    assert nosub.run("ps", "-aq").stdout.split() == []  # --rm left no container behind
     nosub.write("www/index.html", "single id\n")
     nosub.run("run", "-d", "--name", "web", "-p", f"{port}:8080", "-v", f"{nosub.work}/www:/www:ro",
               "single:1", "httpd", "-f", "-p", "8080", "-h", "/www")
