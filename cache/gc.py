@@ -871,3 +871,26 @@ def auto_collect(
         reclaimed += report.reclaimed
         in_use = report.in_use
     return PruneReport(tuple(removed), reclaimed, in_use)
+
+
+def collect_after_build(state: StateDir, index: CacheIndex) -> None:
+    """BuildKit's automatic GC once a build or bake that ran steps is done and reported.
+
+    Only after a full build (the memo path never pays for it); the build's own holds
+    are released first, like BuildKit's refs when a solve ends. A GC that cannot run
+    now (the state is busy, the config is wrong) never fails the build: it is logged
+    and left for the next one.
+    """
+    import logging
+
+    from engine.errors import ShipyardError
+
+    log = logging.getLogger("shipyard.gc")
+    index.leases.release()
+    try:
+        report = auto_collect(state, index)
+    except ShipyardError as exc:
+        log.warning("automatic garbage collection skipped: %s", exc)
+        return
+    if report is not None:
+        log.info("automatic garbage collection: %d records removed, %d bytes reclaimed", len(report.removed), report.reclaimed)

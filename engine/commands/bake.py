@@ -124,6 +124,10 @@ def run_bake_command(args: argparse.Namespace) -> int:
             renderer.close()
         if args.metadata_file:
             write_metadata(args.metadata_file, result.metadata())
+        if any(t.built for t in result.targets):
+            from cache.gc import collect_after_build
+
+            collect_after_build(engine.state, index)
         return 0
     finally:
         if renderer is not None:

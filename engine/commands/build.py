@@ -274,28 +274,10 @@ class _BuildRun:
             code = self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs)
         finally:
             blobs.close()
-        self._collect_garbage(engine, index)
+        from cache.gc import collect_after_build
+
+        collect_after_build(engine.state, index)
         return code
-
-    def _collect_garbage(self, engine, index) -> None:  # type: ignore[no-untyped-def]
-        """BuildKit's automatic GC: keep the build cache within the `[gc]` limits of the config file.
-
-        Only after a full build (the memo path never pays for it), once the result is
-        named and reported; the build's own holds are released first, like BuildKit's
-        refs when a solve ends. A GC that cannot run now (the state is busy, the config
-        is wrong) never fails the build: it is logged and left for the next one.
-        """
-        from cache.gc import auto_collect
-        from engine.errors import ShipyardError
-
-        index.leases.release()
-        try:
-            report = auto_collect(engine.state, index)
-        except ShipyardError as exc:
-            log.warning("automatic garbage collection skipped: %s", exc)
-            return
-        if report is not None:
-            log.info("automatic garbage collection: %d records removed, %d bytes reclaimed", len(report.removed), report.reclaimed)
 
     def _solve_and_export(self, engine, index, memo_key, recorder, store, lowered, blobs) -> int:  # type: ignore[no-untyped-def]
         from engine.graph.ops import SOURCE_OPS

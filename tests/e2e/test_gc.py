@@ -101,3 +101,19 @@ def test_automatic_gc_after_a_build_follows_the_config(runc_shipyard: Shipyard, 
     runc_shipyard.env = {"SHIPYARD_CONFIG": str(bad)}  # a broken config never fails a build
     (app / "f.txt").write_text("changed\n")
     runc_shipyard.build(app, "-t", "app")
+
+
+def test_automatic_gc_after_a_bake_follows_the_config(runc_shipyard: Shipyard, tmp_path: Path) -> None:
+    """A bake is a build too: the `[gc]` limits apply after it, to what no image shares."""
+    config = write(tmp_path / "config.toml", "[gc]\nenabled = false\n")
+    runc_shipyard.env = {"SHIPYARD_CONFIG": str(config)}
+    for name in ("one", "two"):
+        _project(tmp_path, name, extra=f" && echo {name} >> /g.txt")
+    write(tmp_path / "build.yaml", "version: 1\ntargets:\n  one: { context: one }\n  two: { context: two }\n")
+    runc_shipyard.run("bake", "--progress", "plain", "one", "two", cwd=tmp_path)
+    assert _df(runc_shipyard)["Build Cache"]["TotalCount"] > 0  # GC off: the bake's records stay
+
+    write(config, '[gc]\nkeep-bytes = "1"\n')  # keep no unshared build cache at all
+    (tmp_path / "one" / "f.txt").write_text("changed\n")
+    runc_shipyard.run("bake", "--progress", "plain", "one", "two", cwd=tmp_path)
+    assert _df(runc_shipyard)["Build Cache"]["TotalCount"] == 0
