@@ -53,7 +53,7 @@ def test_dockerfile_bombs_fail_fast_in_bounded_memory(runc_shipyard: Shipyard, t
     labels = "FROM busybox:local\n" + "".join(f"LABEL k{i}=v\n" for i in range(200_000))
     _fails_fast(sy, *build, str(_dockerfile(tmp_path, "labels", labels)), message="more than 10000 instructions")
 
-    keys = "FROM busybox:local\n" + "".join(f"LABEL " + " ".join(f"k{i}_{j}=v" for j in range(100)) + "\n" for i in range(20))
+    keys = "FROM busybox:local\n" + "".join("LABEL " + " ".join(f"k{i}_{j}=v" for j in range(100)) + "\n" for i in range(20))
     _fails_fast(sy, *build, str(_dockerfile(tmp_path, "keys", keys)), message="more than 1000 LABEL keys in one stage")
 
     huge = "FROM busybox:local\n" + ("RUN " + "y" * 60_000 + "\n") * 300
