@@ -28,8 +28,9 @@ What each call guarantees:
   last served a repository is tried first for its blobs.
 - Push-side calls (`blob_exists`, `push_blob`, `put_manifest`) go to the registry
   itself, never to a mirror.
-- Every manifest is checked: at most 4 MiB, sha256 equal to the digest asked for and
-  to the `Docker-Content-Digest` header, a known media type that agrees with the
+- Every manifest is checked: at most 4 MiB, its hash equal to the digest asked for
+  (sha256, sha384 or sha512 — any other algorithm is refused, never skipped) and its
+  sha256 to the `Docker-Content-Digest` header, a known media type that agrees with the
   `Content-Type`, never both `manifests` and `layers` (CVE-2021-41190), no schema 1.
 - `fetch_blob` streams into `ContentStore.write_with(…, expected=digest)`: a blob
   whose bytes do not hash to its digest is retried once and then refused, and
@@ -48,6 +49,10 @@ What each call guarantees:
   are retried with exponential backoff on idempotent requests.
 - Errors are `RegistryError` (`RegistryNotFoundError` for 404, `RegistryAuthError` for
   401/403): one line naming what was asked, of which registry, and the answer.
+
+Credentials go only to the registry's own origin (scheme, host, port): a redirect
+(httpx strips them) or an upload Location elsewhere gets none, and a 401 from another
+origin is an error, never a challenge answered with the registry's credentials.
 
 Transport rules: a registry on a loopback address, or marked `http = true` in the
 config, is spoken to over plain HTTP; `insecure = true` means HTTPS without
@@ -89,6 +94,8 @@ MANIFEST_TYPES = mediatypes.MANIFEST_TYPES | mediatypes.INDEX_TYPES
 MANIFEST_ACCEPT = ", ".join(
     (mediatypes.OCI_INDEX, mediatypes.DOCKER_MANIFEST_LIST, mediatypes.OCI_MANIFEST, mediatypes.DOCKER_MANIFEST)
 )
+DIGEST_ALGORITHMS = frozenset(("sha256", "sha384", "sha512"))
+"""What a manifest asked for by digest may be named by (the OCI image spec's registered algorithms)."""
 _SCHEMA1 = frozenset((mediatypes.DOCKER_MANIFEST_V1, mediatypes.DOCKER_MANIFEST_V1_SIGNED))
 
 Progress = Callable[[int, "int | None"], None]
@@ -273,6 +280,16 @@ class RegistryClient:
             return base + path  # a Location relative to the host
         return f"{base}/v2/{path}"
 
+    def _same_origin(self, url: "httpx.URL", endpoint: Endpoint) -> bool:
+        """Whether `url` is served by `endpoint` itself (scheme, host and port)."""
+        base = self._httpx.URL(self._url(endpoint, "/"))
+        default = {"http": 80, "https": 443}
+        return (url.scheme, url.host, url.port or default.get(url.scheme)) == (
+            base.scheme,
+            base.host,
+            base.port or default.get(base.scheme),
+        )
+
     def _send_token_request(self, method: str, url: str, **kwargs: Any) -> "httpx.Response":
         client = self._http(True if url.startswith("https://") else False)
         return self._retrying(lambda: client.request(method, url, **kwargs), f"token request to {url.split('?')[0]}", url)
@@ -283,6 +300,8 @@ class RegistryClient:
         while True:
             try:
                 response = send()
+            except self._httpx.TooManyRedirects:
+                raise RegistryError(f"{what}: too many redirects from {where}", host=where) from None
             except self._httpx.TransportError as exc:
                 if attempt >= self._retries_for(exc):
                     raise RegistryError(f"{what}: cannot reach {where}: {_reason(exc)}", host=where) from None
@@ -325,16 +344,21 @@ class RegistryClient:
         attempt = 0
         while True:
             request_headers = dict(headers or {})
-            authorization = self.auth.authorization(endpoint.registry, scopes)
-            if authorization:
-                request_headers["Authorization"] = authorization
             # params are merged into the URL: an upload Location carries its own query (`_state=…`)
             url = self._httpx.URL(self._url(endpoint, path))
             if params:
                 url = url.copy_merge_params(params)
+            authorization = self.auth.authorization(endpoint.registry, scopes)
+            if authorization and self._same_origin(url, endpoint):
+                # An upload Location naming another host gets no credentials (containerd's
+                # rule: they belong to the registry's origin); httpx strips them from
+                # cross-origin redirects the same way.
+                request_headers["Authorization"] = authorization
             request = client.build_request(method, url, headers=request_headers, content=content)
             try:
                 response = client.send(request, stream=stream)
+            except self._httpx.TooManyRedirects:  # not a TransportError: a loop is no reason to retry
+                raise RegistryError(f"{what}: too many redirects from {endpoint}", host=str(endpoint)) from None
             except self._httpx.TransportError as exc:
                 if endpoint.http_fallback and endpoint.host not in self._plain and _tls_problem(exc):
                     self._plain.add(endpoint.host)
@@ -344,6 +368,15 @@ class RegistryClient:
                 self._sleep(attempt, None)
                 attempt += 1
                 continue
+            if response.status_code == 401 and not self._same_origin(response.url, endpoint):
+                # A redirect target or upload Location on another origin asked for credentials:
+                # answering its challenge (a token realm of its choosing) would hand them over.
+                response.close()
+                raise RegistryAuthError(
+                    f"{what}: 401 from {response.url.netloc.decode('ascii')}, not {endpoint} (another origin gets no credentials)",
+                    status=401,
+                    host=str(endpoint),
+                )
             if response.status_code == 401 and not challenged and (content is None or isinstance(content, bytes)):
                 header = response.headers.get("www-authenticate", "")
                 response.close()
@@ -434,7 +467,11 @@ class RegistryClient:
         return self._try_endpoints(ref, operation)
 
     def _get_manifest_at(self, endpoint: Endpoint, ref: Reference, digest_or_tag: str) -> ManifestDocument:
-        what = f"fetching manifest {ref.repository}{'@' if digest_or_tag.startswith('sha256:') else ':'}{digest_or_tag}"
+        algorithm, by_digest, _ = digest_or_tag.partition(":")  # a tag never has a colon
+        what = f"fetching manifest {ref.repository}{'@' if by_digest else ':'}{digest_or_tag}"
+        if by_digest and algorithm not in DIGEST_ALGORITHMS:
+            # an index may name a child by any algorithm: one we cannot check must not pass unchecked
+            raise RegistryError(f"{what}: unsupported digest algorithm {algorithm!r}", host=str(endpoint))
         response = self._request(
             endpoint, "GET", f"{ref.path}/manifests/{digest_or_tag}", what=what,
             scopes=(repository_scope(ref.path, "pull"),), headers={"Accept": MANIFEST_ACCEPT}, stream=True,
@@ -449,12 +486,17 @@ class RegistryClient:
                     raise RegistryError(f"{what}: larger than {MAX_MANIFEST_BYTES >> 20} MiB, refused", host=str(endpoint))
         except self._httpx.TransportError as exc:
             raise RegistryError(f"{what}: connection lost: {_reason(exc)}", host=str(endpoint)) from None
+        except self._httpx.DecodingError as exc:  # a Content-Encoding whose bytes do not decode
+            encoding = response.headers.get("content-encoding", "")
+            raise RegistryError(f"{what}: undecodable {encoding} body from {endpoint}: {_reason(exc)}", host=str(endpoint)) from None
         finally:
             response.close()
         data = bytes(body)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        if digest_or_tag.startswith("sha256:") and digest != digest_or_tag:
-            raise RegistryError(f"{what}: digest mismatch: the registry sent {digest}", host=str(endpoint))
+        if by_digest:
+            sent = digest if algorithm == "sha256" else f"{algorithm}:" + hashlib.new(algorithm, data).hexdigest()
+            if sent != digest_or_tag:
+                raise RegistryError(f"{what}: digest mismatch: the registry sent {sent}", host=str(endpoint))
         header = response.headers.get("docker-content-digest", "")
         if header.startswith("sha256:") and header != digest:
             raise RegistryError(f"{what}: Docker-Content-Digest {header} does not match the body ({digest})", host=str(endpoint))

@@ -149,9 +149,11 @@ class _Downloads:
         self.client = client
         self.ref = ref
         self.futures: dict[str, Future[None]] = {}
+        self.sizes: dict[str, int] = {}
         self.pool: ThreadPoolExecutor | None = None
 
     def start(self, blobs: list[tuple[str, int]], progress: _Progress) -> None:
+        self.sizes.update(blobs)  # a blob fetched later (it left the store meanwhile) keeps its size cap
         missing = [(d, s) for d, s in blobs if not self.engine.store.has(d) and d not in self.futures]
         if not missing:
             return
@@ -166,7 +168,7 @@ class _Downloads:
         if future is not None:
             future.result()
         elif not self.engine.store.has(digest):
-            self.client.fetch_blob(self.ref, digest, self.engine.store)
+            self.client.fetch_blob(self.ref, digest, self.engine.store, self.sizes.get(digest))
         return self.engine.store.open(digest)
 
     def close(self) -> None:
