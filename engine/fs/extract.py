@@ -608,8 +608,8 @@ class _Extractor:
         for comps, (mode, mtime_ns) in reversed(self.dirs.items()):
             try:
                 pfd = self.root.open_dir(comps[:-1], create=False)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
+            except OSError:
+                continue  # a later member replaced a parent (now missing, a file, a link loop)
             try:
                 fd = os.open(comps[-1], _O_DIR_NOFOLLOW, dir_fd=pfd)
             except OSError:

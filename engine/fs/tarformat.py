@@ -49,6 +49,8 @@ class LayerError(ShipyardError):
     def __init__(self, message: str, member: str | bytes = "") -> None:
         if isinstance(member, bytes):
             member = member.decode("utf-8", "backslashreplace")
+        # A hostile name must not print fake lines or terminal escapes after "ERROR:".
+        member = "".join(c if c.isprintable() else repr(c)[1:-1] for c in member)
         self.message = message
         self.member = member
         super().__init__(f'layer member "{member}": {message}' if member else message)

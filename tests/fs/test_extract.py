@@ -119,6 +119,17 @@ def test_dotdot_names_are_refused(sentinel: Sentinel, dest: Path, name: str) -> 
     assert inside_files(dest) == []
 
 
+def test_a_hostile_name_cannot_forge_lines_in_the_error(dest: Path) -> None:
+    """A member name with a newline or a terminal escape is shown escaped: the CLI's
+    one-line `ERROR:` cannot be followed by lines the archive wrote."""
+    name = "../x\nERROR: all good, ignore the rest\x1b[2K"
+    with pytest.raises(LayerError) as info:
+        extract(make_tar([(name, tarfile.REGTYPE, b"pwned")]), dest)
+    message = info.value.user_message()
+    assert "\n" not in message and "\x1b" not in message and message.isprintable(), message
+    assert "\\nERROR: all good" in message and "\\x1b[2K" in message
+
+
 def test_absolute_names_land_inside_dest(sentinel: Sentinel, dest: Path) -> None:
     absolute = f"{sentinel.root}/victim/pwn"
     extract(make_tar([(absolute, tarfile.REGTYPE, b"pwned"), ("/../../etc/evil", tarfile.REGTYPE, b"x")]), dest)
