@@ -18,7 +18,24 @@ PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
 RUNTIMES = ("auto", "runc", "crun", "builtin")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` names (the first word after the global `--root DIR`), if any."""
+    words = iter(argv)
+    for word in words:
+        if word == "--root":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; for `build`, only that command's.
+
+    Registering every command's options costs ~20 ms of argparse and imports (gettext
+    looks up translations for each help string) — a tenth of a no-op rebuild. A build
+    needs only its own; anything else (help, a typo) gets the full parser.
+    """
     parser = argparse.ArgumentParser(prog="shipyard", description="A daemonless, BuildKit-style image builder.")
     parser.add_argument("--root", help="state directory (default: $SHIPYARD_ROOT, /var/lib/shipyard for root)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -78,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     parse = dsub.add_parser("parse", help="print the parsed instructions")
     parse.add_argument("file", metavar="FILE", help="a Dockerfile, or - for stdin")
     parse.add_argument("--json", action="store_true", help="JSON output (keyword, flags, arguments, heredocs, lines)")
+    if command == "build":
+        return parser
 
     from engine.commands.imagecli import add_image_commands
 
@@ -98,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(_command_of(words)).parse_args(words)
     try:
         if args.command == "build":
             from engine.commands.build import run_build
