@@ -30,7 +30,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.gc import PrunePolicy, StoreModel, _listdir, _stale_mounts, _stale_temps, blob_files, prune
+from cache.gc import (
+    PrunePolicy,
+    StoreModel,
+    _stale_mounts,
+    _stale_temps,
+    blob_files,
+    listdir_or_empty,
+    prune,
+)
 from cache.index import CacheIndex, LayerRow
 from cache.leases import Leases
 from engine.state import StateDir
@@ -312,7 +320,7 @@ def _check_leftovers(state: StateDir, model: StoreModel, report: CheckReport) ->
     import time
 
     now = time.time()
-    for name in sorted(_listdir(state.layers)):
+    for name in sorted(listdir_or_empty(state.layers)):
         if name not in model.layer_by_dir and name not in model.leases.layers:
             report.add(DANGLING, "layer directory", name, "has no index row (left by an interrupted step)")
     for path in _stale_temps(model, now):
@@ -320,7 +328,7 @@ def _check_leftovers(state: StateDir, model: StoreModel, report: CheckReport) ->
     for path in _stale_mounts(model, now):
         report.add(DANGLING, "mount point", path.name, "left by a process that is gone")
     leases_dir = state.root / "leases"
-    dead = [name for name in _listdir(leases_dir) if name.endswith(".lease") and (leases_dir / name) not in _live_paths(state)]
+    dead = [name for name in listdir_or_empty(leases_dir) if name.endswith(".lease") and (leases_dir / name) not in _live_paths(state)]
     if dead:
         report.add(DANGLING, "lease", f"{len(dead)} files", "of processes that are gone")
 
@@ -332,7 +340,7 @@ def _live_paths(state: StateDir) -> set[Path]:
 
     leases = Leases.of(state.root)
     out = set()
-    for name in _listdir(state.root / "leases"):
+    for name in listdir_or_empty(state.root / "leases"):
         path = state.root / "leases" / name
         if path == leases.lease_path or is_locked(path, fcntl.LOCK_SH):
             out.add(path)

@@ -39,12 +39,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
-from cache.index import CacheIndex, ImageRow, LayerRow
 from cache.flocks import is_locked
-from cache.leases import LeaseSet, Leases, sweep_step_locks
+from cache.index import CacheIndex, ImageRow, LayerRow
+from cache.leases import Leases, LeaseSet, sweep_step_locks
 from engine.state import StateDir
 
 if TYPE_CHECKING:
@@ -397,7 +396,7 @@ def plan_collection(
     kept_dirs = {model.layers[lid].dir for lid in kept_layers}
     orphans = [
         name
-        for name in _listdir(model.state.layers)
+        for name in listdir_or_empty(model.state.layers)
         if name not in kept_dirs and name not in model.layer_by_dir and name not in model.leases.layers
     ]
     temps = _stale_temps(model, now)
@@ -495,7 +494,8 @@ def _choose(
     return chosen, sizes, chosen_mounts
 
 
-def _listdir(path: Path) -> list[str]:
+def listdir_or_empty(path: Path) -> list[str]:
+    """The names in `path`; none when it does not exist (yet, or any more)."""
     try:
         return os.listdir(path)
     except FileNotFoundError:
@@ -512,7 +512,7 @@ def _age(path: Path, now: float) -> float:
 def _stale_temps(model: StoreModel, now: float) -> list[Path]:
     """Blob temp files nobody leases (a killed writer's), and other scratch older than an hour."""
     out = []
-    for name in _listdir(model.state.tmp):
+    for name in listdir_or_empty(model.state.tmp):
         if name in model.leases.temps:
             continue
         path = model.state.tmp / name
@@ -533,7 +533,7 @@ def _stale_mounts(model: StoreModel, now: float) -> list[Path]:
     """Mount points and views of killed processes (their mounts died with their namespace)."""
     points = _mount_points()
     out = []
-    for name in _listdir(model.state.mounts):
+    for name in listdir_or_empty(model.state.mounts):
         if name.startswith("run-"):
             continue  # RUN staging dirs: engine.solver.mounts sweeps those of dead processes
         if name in model.leases.temps or name in model.leases.layers:
@@ -645,7 +645,7 @@ def cache_mount_instances(state: StateDir, measure_size: bool = True) -> list[Ca
     """Every instance of every `RUN --mount=type=cache` directory, and whether it is held now."""
     root = state.root / CACHE_MOUNTS_DIR
     out = []
-    for base in _listdir(root):
+    for base in listdir_or_empty(root):
         base_dir = root / base
         if not base_dir.is_dir():
             continue
@@ -653,7 +653,7 @@ def cache_mount_instances(state: StateDir, measure_size: bool = True) -> list[Ca
             cache_id = json.loads((base_dir / "info.json").read_text()).get("id", base)
         except (OSError, ValueError, AttributeError):
             cache_id = base
-        for name in _listdir(base_dir):
+        for name in listdir_or_empty(base_dir):
             path = base_dir / name
             if not name.isdigit() or not path.is_dir():
                 continue
@@ -671,8 +671,8 @@ def _mtime(path: Path) -> float:
 
 
 def _sweep_cache_mount_trash(state: StateDir) -> None:
-    for base in _listdir(state.root / CACHE_MOUNTS_DIR):
-        for name in _listdir(state.root / CACHE_MOUNTS_DIR / base):
+    for base in listdir_or_empty(state.root / CACHE_MOUNTS_DIR):
+        for name in listdir_or_empty(state.root / CACHE_MOUNTS_DIR / base):
             if name.startswith("gc-"):
                 _remove(state.root / CACHE_MOUNTS_DIR / base / name)  # a killed prune's trash
 
@@ -698,133 +698,6 @@ def _remove_instance(path: Path) -> bool:
         os.close(fd)
     shutil.rmtree(trash, ignore_errors=True)
     return True
-
-
-# --------------------------------------------------------------------------- system df
-
-
-@dataclass(frozen=True)
-class UsageSummary:
-    """One line of `system df`: docker's TYPE, TOTAL, ACTIVE, SIZE, RECLAIMABLE."""
-
-    kind: str
-    total: int
-    active: int
-    size: int
-    reclaimable: int
-
-
-@dataclass(frozen=True)
-class CacheRecordInfo:
-    """One build-cache record, for `system df -v`."""
-
-    id: str
-    kind: str
-    description: str
-    size: int
-    created: float
-    last_used: float
-    shared: bool
-    in_use: bool
-
-
-@dataclass(frozen=True)
-class DiskUsage:
-    summaries: tuple[UsageSummary, ...]
-    records: tuple[CacheRecordInfo, ...]
-
-
-def disk_usage(state: StateDir, index: CacheIndex) -> DiskUsage:
-    """Usage by kind: images, containers, build cache, cache mounts (like `docker system df`)."""
-    measure_new_layers(state, index)
-    mounts = cache_mount_instances(state)
-    leases = Leases.of(state.root)
-    with leases.guard():  # one consistent moment: no collection runs meanwhile
-        model = StoreModel.load(state, index, leases.live())
-
-    def layer_set_bytes(layer_ids: set[int]) -> int:
-        return sum(model.layer_bytes(lid) for lid in layer_ids)
-
-    def blob_bytes(digests: set[str]) -> int:
-        return sum(model.blobs.get(d, 0) for d in digests)
-
-    def blobs_of(layer_ids: set[int], images: list[ImageRow]) -> set[str]:
-        diff_ids = {model.layers[lid].diff_id for lid in layer_ids if model.layers[lid].diff_id}
-        out = model.image_blobs(images)
-        out.update(model.layers[lid].blob for lid in layer_ids if model.layers[lid].blob)
-        out.update(digest for diff_id, _c, digest, _s in model.variants if diff_id in diff_ids)
-        return out & set(model.blobs)
-
-    image_layers = {model.snapshots[s][1] for s in model.image_snapshots()}
-    image_blobs = blobs_of(image_layers, model.images)
-    active_images = [r for r in model.images if r.config in model.container_configs]
-    active_layers = {model.snapshots[s][1] for s in model.image_snapshots(active_images)}
-    active_layers |= {model.layer_by_dir[n] for n in model.container_layers if n in model.layer_by_dir}
-    active_bytes = layer_set_bytes(active_layers & image_layers) + blob_bytes(blobs_of(active_layers, active_images))
-    images_size = layer_set_bytes(image_layers) + blob_bytes(image_blobs)
-    images = UsageSummary(
-        "Images",
-        len({r.config for r in model.images}),
-        len({r.config for r in active_images}),
-        images_size,
-        max(0, images_size - active_bytes),
-    )
-
-    containers_dir = state.root / CONTAINERS_DIR
-    container_sizes: dict[str, int] = {name: measure(containers_dir / name) for name in _listdir(containers_dir)}
-    running = 0
-    running_bytes = 0
-    for row in index.list_containers():
-        if row.state == "running":
-            running += 1
-            running_bytes += container_sizes.get(row.id, 0)
-    containers_size = sum(container_sizes.values())
-    containers = UsageSummary(
-        "Containers", len(index.list_containers()), running, containers_size, containers_size - running_bytes
-    )
-
-    records = cache_records(model)
-    image_snaps = model.image_snapshots()
-    leased = set(model.leases.snapshots)
-    held_layers = image_layers | model.leased_layer_ids()
-    cache_layers = set(model.layers) - held_layers
-    in_use_layers = {model.snapshots[s][1] for s in model.closure(leased & set(model.snapshots))} - image_layers
-    in_use_layers |= {model.layer_by_dir[n] for n in model.leases.layers if n in model.layer_by_dir} - image_layers
-    cache_blobs = set(model.blobs) - image_blobs - model.container_configs
-    orphan_bytes = sum(
-        measure(state.layers / name) for name in _listdir(state.layers) if name not in model.layer_by_dir and name not in model.leases.layers
-    )
-    cache_size = layer_set_bytes(cache_layers) + blob_bytes(cache_blobs) + orphan_bytes
-    in_use_bytes = layer_set_bytes(in_use_layers) + blob_bytes(cache_blobs & set(model.leases.blobs))
-    infos = []
-    for r in records:
-        layer = model.snapshots[r.snapshot][1] if r.snapshot is not None else None
-        infos.append(
-            CacheRecordInfo(
-                r.id,
-                "regular",
-                r.description,
-                model.layer_bytes(layer) if layer is not None else 0,
-                r.created,
-                r.last_used,
-                r.snapshot in image_snaps,
-                r.snapshot in leased,
-            )
-        )
-    cache = UsageSummary(
-        "Build Cache", len(records), sum(1 for i in infos if i.in_use), cache_size, max(0, cache_size - in_use_bytes)
-    )
-    for m in mounts:
-        infos.append(CacheRecordInfo(m.path.parent.name[:12], "exec.cachemount", f"cache mount {m.id}", m.size, m.last_used, m.last_used, False, m.in_use))
-    mounts_size = sum(m.size for m in mounts)
-    cache_mounts = UsageSummary(
-        "Cache Mounts",
-        len(mounts),
-        sum(1 for m in mounts if m.in_use),
-        mounts_size,
-        sum(m.size for m in mounts if not m.in_use),
-    )
-    return DiskUsage((images, containers, cache, cache_mounts), tuple(infos))
 
 
 # --------------------------------------------------------------------------- automatic collection

@@ -110,7 +110,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_df(args: argparse.Namespace) -> int:
-    from cache.gc import disk_usage
+    from cache.usage import disk_usage
     from engine.commands.humanize import human_size, since, table
 
     state, index = _open(args)

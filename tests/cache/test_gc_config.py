@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cache.gcconfig import GcConfigError, load_gc_config, parse_duration, parse_gc_config, parse_size, parse_until
+from cache.gcconfig import (
+    GcConfigError,
+    load_gc_config,
+    parse_duration,
+    parse_gc_config,
+    parse_size,
+    parse_until,
+)
 
 
 def test_sizes() -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cache.gc import PrunePolicy, auto_collect, disk_usage, prune
+from cache.gc import PrunePolicy, auto_collect, prune
 from cache.gcconfig import GcConfig
+from cache.usage import disk_usage
 from tests.cache.gc_store import HandStore
 
 REPO = Path(__file__).resolve().parents[2]
