@@ -232,16 +232,9 @@ def write_maps(pid: int, mapping: IdMapping) -> None:
 
 def _start_time(pid: int) -> int | None:
     """The start time of a live (not zombie) process `pid`; None when there is none."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-    except OSError:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return None if fields[0] in (b"Z", b"X") else int(fields[19])
-    except (IndexError, ValueError):
-        return None
+    from engine.runtime.procs import start_time
+
+    return start_time(pid, alive=True)
 
 
 def _threads() -> int:

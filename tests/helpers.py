@@ -30,3 +30,18 @@ make_busybox_rootfs = _load_busybox_module().make_busybox_rootfs
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("this test needs root (namespaces, overlayfs, runc)")
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line contains `marker` (a container's process outliving its build?)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if marker.encode() in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found

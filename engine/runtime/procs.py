@@ -17,8 +17,9 @@ import time
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks after boot), or None when there is no such process."""
+def start_time(pid: int, *, alive: bool = False) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks after boot), or None when there is no such
+    process (with `alive`, also when it is a zombie: it exists but will never run again)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             data = handle.read()
@@ -27,7 +28,7 @@ def start_time(pid: int) -> int | None:
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
     try:
-        return int(fields[19])
+        return None if alive and fields[0] in (b"Z", b"X") else int(fields[19])
     except (IndexError, ValueError):
         return None
 

@@ -19,11 +19,18 @@ import pytest
 
 from engine import linux
 from engine.errors import BuildCancelled
-from engine.runtime.base import DEFAULT_PATH, RESERVED_IDS, BindMount, ProcessSpec, TmpfsMount
+from engine.runtime.base import (
+    DEFAULT_PATH,
+    RESERVED_IDS,
+    BindMount,
+    ProcessSpec,
+    TmpfsMount,
+)
 from engine.runtime.builtin import BuiltinRuntime
 from engine.runtime.caps import DOCKER_DEFAULT_CAPS, cap_number, held_capabilities
 from engine.runtime.oci import OciRuntime
 from engine.runtime.users import resolve_user
+from tests.helpers import processes_with
 
 BACKENDS = ("runc", "builtin")
 
@@ -380,20 +387,6 @@ def test_writes_land_in_the_rootfs(runtime, rootfs):
 
 
 # --- cancel and concurrency -----------------------------------------------------------------
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                if marker.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def test_cancel_kills_the_container_promptly_and_cleans_up(runtime, rootfs, state_root):

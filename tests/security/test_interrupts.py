@@ -19,23 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import SHIPYARD, Shipyard, steps, write
+from tests.helpers import processes_with
 from tests.security.helpers import leftovers
 
 TOKEN = "31337"
-
-
-def _processes_with(token: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                if token.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
@@ -63,7 +50,7 @@ def test_an_interrupted_run_stops_cleans_up_and_is_not_cached(shipyard: Shipyard
         if "step-started" in line and not line.rstrip().endswith("'"):
             break
         assert time.monotonic() < deadline, "".join(seen)
-    while not _processes_with(TOKEN):  # the sleep itself is running in the container
+    while not processes_with(TOKEN):  # the sleep itself is running in the container
         assert time.monotonic() < deadline, "".join(seen)
         time.sleep(0.02)
     sent = time.monotonic()
@@ -74,7 +61,7 @@ def test_an_interrupted_run_stops_cleans_up_and_is_not_cached(shipyard: Shipyard
     assert code == status, "".join(seen) + rest
     assert elapsed < 12, f"took {elapsed:.1f}s to stop"
     assert "Traceback" not in rest and "cancelled" in rest.lower() or "interrupted" in rest.lower(), rest
-    assert _processes_with(TOKEN) == [], "the step's process outlived the build"
+    assert processes_with(TOKEN) == [], "the step's process outlived the build"
     assert leftovers(shipyard.root) == []
 
     again, meta = shipyard.build(ctx)  # locks are free; the step runs (fast) instead of hitting a record
