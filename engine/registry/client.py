@@ -359,6 +359,8 @@ class RegistryClient:
                 response = client.send(request, stream=stream)
             except self._httpx.TooManyRedirects:  # not a TransportError: a loop is no reason to retry
                 raise RegistryError(f"{what}: too many redirects from {endpoint}", host=str(endpoint)) from None
+            except self._httpx.StreamConsumed:  # a redirect of an upload whose body was already sent
+                raise RegistryError(f"{what}: {endpoint} redirected an upload, which cannot be replayed", host=str(endpoint)) from None
             except self._httpx.TransportError as exc:
                 if endpoint.http_fallback and endpoint.host not in self._plain and _tls_problem(exc):
                     self._plain.add(endpoint.host)

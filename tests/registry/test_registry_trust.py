@@ -655,6 +655,25 @@ def test_an_upload_location_on_another_origin_gets_no_credentials(
     assert leaked(other.seen) == []
 
 
+def test_a_redirected_upload_is_a_clear_error_and_sends_nothing_elsewhere(
+    private_proxy: TamperingProxy, other: OtherOrigin, basic_registry: Registry
+) -> None:
+    """A 307 on the upload PUT would need the streamed body again: refused in one line."""
+
+    def redirect_put(seen: Seen, forward: Forward) -> Answer:
+        if seen.method == "PUT" and "/blobs/uploads/" in seen.path:
+            return Answer(307, {"location": other.url("/uploads/elsewhere")})
+        return forward()
+
+    private_proxy.handle = redirect_put
+    blob = os.urandom(100_000)
+    ref = f"{private_proxy.host}/private/redirected:v1"
+    with logged_in(private_proxy.host, chunk_size=64 << 10, monolithic_limit=1 << 20) as client:
+        with pytest.raises(RegistryError, match="redirected an upload, which cannot be replayed"):
+            client.push_blob(ref, sha(blob), len(blob), lambda: io.BytesIO(blob))
+    assert leaked(other.seen) == []
+
+
 def make_cert(workdir: Path) -> tuple[Path, Path]:
     cert, key = workdir / "proxy.crt", workdir / "proxy.key"
     subprocess.run(
