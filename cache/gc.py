@@ -47,6 +47,8 @@ from cache.leases import Leases, LeaseSet, sweep_step_locks
 from engine.state import StateDir
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from cache.gcconfig import GcConfig
 
 TEMP_GRACE_SECONDS = 3600.0
@@ -121,17 +123,49 @@ def measure(path: Path | str) -> int:
     return total
 
 
-def measure_new_layers(state: StateDir, index: CacheIndex) -> dict[int, int]:
-    """Measure the layers not measured yet (layers never change once recorded); all sizes."""
+def measure_new_layers(state: StateDir, index: CacheIndex, measured: "LayerSizer | None" = None) -> dict[int, int]:
+    """Measure the layers not measured yet (layers never change once recorded); all sizes.
+
+    `measured`: sizes a build already took in the background, as its layers appeared.
+    """
     usage = index.layer_usage()
+    known = measured.sizes() if measured is not None else {}
     new: dict[int, int] = {}
     for layer, _created in index.all_layers():
         if layer.id not in usage:
-            new[layer.id] = measure(state.layers / layer.dir)
+            new[layer.id] = known[layer.id] if layer.id in known else measure(state.layers / layer.dir)
     if new:
         index.set_layer_usage(new)
         usage.update(new)
     return usage
+
+
+class LayerSizer:
+    """Measures a build's new layers on a background thread while later steps run.
+
+    The automatic GC after a build needs every layer's size; a big COPY layer takes
+    tens of milliseconds to walk, which is paid at the very end of the build unless it
+    overlaps with the steps that follow it. Layers never change once committed, so a
+    size taken early is the size GC would take later.
+    """
+
+    def __init__(self, layers_dir: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._layers_dir = layers_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="layer-size")
+        self._futures: dict[int, "Future[int]"] = {}
+
+    def submit(self, layer_id: int, layer_dir: str) -> None:
+        if layer_id not in self._futures:
+            self._futures[layer_id] = self._pool.submit(measure, self._layers_dir / layer_dir)
+
+    def sizes(self) -> dict[int, int]:
+        """Every submitted layer's size (waits for those still being measured)."""
+        return {layer_id: future.result() for layer_id, future in self._futures.items()}
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def blob_files(state: StateDir) -> dict[str, int]:
@@ -710,6 +744,7 @@ def auto_collect(
     *,
     now: float | None = None,
     timeout: float = 10.0,
+    measured: LayerSizer | None = None,
 ) -> PruneReport | None:
     """After a build: apply the configured limits, BuildKit-style; None when within them.
 
@@ -725,7 +760,7 @@ def auto_collect(
         return None
     now = time.time() if now is None else now
     limit = config.limit_bytes(state.root)
-    usage = sum(measure_new_layers(state, index).values()) + sum(blob_files(state).values())
+    usage = sum(measure_new_layers(state, index, measured).values()) + sum(blob_files(state).values())
     over = limit is not None and usage > limit
     count, oldest = index.cache_key_stats()
     expired = config.keep_duration is not None and count > 0 and oldest is not None and oldest < now - config.keep_duration
@@ -746,7 +781,7 @@ def auto_collect(
     return PruneReport(tuple(removed), reclaimed, in_use)
 
 
-def collect_after_build(state: StateDir, index: CacheIndex) -> None:
+def collect_after_build(state: StateDir, index: CacheIndex, measured: LayerSizer | None = None) -> None:
     """BuildKit's automatic GC once a build or bake that ran steps is done and reported.
 
     Only after a full build (the memo path never pays for it); the build's own holds
@@ -761,7 +796,7 @@ def collect_after_build(state: StateDir, index: CacheIndex) -> None:
     log = logging.getLogger("shipyard.gc")
     index.leases.release()
     try:
-        report = auto_collect(state, index)
+        report = auto_collect(state, index, measured=measured)
     except ShipyardError as exc:
         log.warning("automatic garbage collection skipped: %s", exc)
         return

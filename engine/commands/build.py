@@ -269,17 +269,19 @@ class _BuildRun:
         if not remote_sources_pinned(lowered.target):
             recorder.memoizable = False  # an unpinned URL or branch may change with nothing local changing
         self.bus.publish(BuildPlanned(len({s.vertex for s in lowered.steps})))
+        from cache.gc import LayerSizer, collect_after_build
+
         blobs = LayerBlobs(engine)
+        sizer = LayerSizer(engine.state.layers)  # GC's sizes, taken while later steps run
         try:
-            code = self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs)
+            code = self._solve_and_export(engine, index, memo_key, recorder, store, lowered, blobs, sizer)
+            collect_after_build(engine.state, index, sizer)
         finally:
             blobs.close()
-        from cache.gc import collect_after_build
-
-        collect_after_build(engine.state, index)
+            sizer.close()
         return code
 
-    def _solve_and_export(self, engine, index, memo_key, recorder, store, lowered, blobs) -> int:  # type: ignore[no-untyped-def]
+    def _solve_and_export(self, engine, index, memo_key, recorder, store, lowered, blobs, sizer) -> int:  # type: ignore[no-untyped-def]
         from engine.graph.ops import SOURCE_OPS
         from engine.progress.events import BuildMessage
         from engine.solver.sigterm import cancel_on_sigterm
@@ -296,7 +298,13 @@ class _BuildRun:
         check_entitlements(walk([lowered.target]), lowered.meta, self.entitlements)
         no_cache_stages = {s.lower() for s in self.args.no_cache_filter}
         uncached = {s.vertex for s in lowered.steps if s.stage.lower() in no_cache_stages and s.keyword != "FROM"}
-        prefetch = (lambda sid: blobs.prefetch(engine.index.snapshot(sid).layer)) if self.wants_image else None
+
+        def on_snapshot(sid: int) -> None:
+            layer = engine.index.snapshot(sid).layer
+            sizer.submit(layer.id, layer.dir)
+            if self.wants_image:
+                blobs.prefetch(layer)
+
         remote = self.remote_cache.open_imports(engine, self.bus) if self.remote_cache else None
         solver = Solver(
             engine,
@@ -306,7 +314,7 @@ class _BuildRun:
             max_parallel=max(1, self.args.max_parallelism),
             on_selection=recorder.selection,
             hashers=self.hashers(index),
-            on_snapshot=prefetch,
+            on_snapshot=on_snapshot,
             session=session,
             no_cache_vertices=uncached,
             remote=remote,

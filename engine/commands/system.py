@@ -2,7 +2,7 @@
 
 The arguments and output follow docker's (`docker builder prune`, `docker system df`):
 the same flags, the same table layout and human sizes, so habits and scripts carry
-over. The work is `cache.gc` (collection and usage) and `cache.fsck` (checks).
+over. The work is `cache.gc` (collection), `cache.usage` (df) and `cache.fsck` (checks).
 """
 
 from __future__ import annotations
