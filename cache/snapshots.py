@@ -148,7 +148,7 @@ class OverlaySnapshotter(_Base):
         target = self.mounts_dir / name
         target.mkdir(parents=True, exist_ok=True)
         try:
-            _mount_overlay(str(target), list(reversed(lowers)), upper=upper, work=str(path / "work"))
+            mount_overlay(str(target), list(reversed(lowers)), upper=upper, work=str(path / "work"))
         except OSError as exc:
             self._discard_layer(name)
             target.rmdir()
@@ -190,7 +190,7 @@ class OverlaySnapshotter(_Base):
             return
         target = self._new_mountpoint()
         try:
-            _mount_overlay(str(target), list(reversed(lowers)))
+            mount_overlay(str(target), list(reversed(lowers)))
             try:
                 yield str(target)
             finally:
@@ -199,13 +199,13 @@ class OverlaySnapshotter(_Base):
             target.rmdir()
 
 
-def _mount_overlay(target: str, lowers_top_first: list[str], upper: str | None = None, work: str | None = None) -> None:
+def mount_overlay(target: str, lowers_top_first: list[str], upper: str | None = None, work: str | None = None) -> None:
     """Mount overlayfs naming each lower dir as /proc/self/fd/N.
 
     The mount data is limited to one page; fd paths keep it ~18 bytes per layer
     whatever the state root's path length, so chains of 100+ layers still fit.
     """
-    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in lowers_top_first]
+    fds = [os.open(p, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for p in lowers_top_first]
     try:
         data = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds)
         flags = 0
@@ -272,7 +272,7 @@ def overlay_supported(probe_dir: Path) -> bool:
         for sub in ("l1", "l2", "u", "w", "m"):
             (base / sub).mkdir()
         try:
-            _mount_overlay(str(base / "m"), [str(base / "l1"), str(base / "l2")], str(base / "u"), str(base / "w"))
+            mount_overlay(str(base / "m"), [str(base / "l1"), str(base / "l2")], str(base / "u"), str(base / "w"))
         except (OSError, CacheError):
             return False
         linux.umount(str(base / "m"), linux.MNT_DETACH)

@@ -22,29 +22,17 @@ from pathlib import Path
 from engine import linux
 from engine.containers.errors import ContainerError
 from engine.containers.model import ContainerPlan
-
-OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off,xino=off"
+from engine.errors import CacheError
 
 
 def _mount_overlay(target: str, lowers_top_first: list[str], upper: str | None, work: str | None) -> None:
-    """overlayfs with lower dirs named /proc/self/fd/N (keeps long chains within one page)."""
-    fds = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in lowers_top_first]
-    try:
-        data = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds)
-        flags = 0
-        if upper is not None and work is not None:
-            data += f",upperdir={upper},workdir={work}"
-        else:
-            flags = linux.MS_RDONLY
-        from cache.snapshots import overlay_options  # userxattr in rootless mode
+    """The snapshotter's overlay mount (lower dirs as /proc/self/fd/N, userxattr when rootless)."""
+    from cache.snapshots import mount_overlay
 
-        data += "," + overlay_options()
-        if len(data) >= 4096:
-            raise ContainerError(f"the image has too many layers for one overlay mount ({len(fds)})")
-        linux.mount("overlay", target, "overlay", flags, data)
-    finally:
-        for fd in fds:
-            os.close(fd)
+    try:
+        mount_overlay(target, lowers_top_first, upper, work)
+    except CacheError:  # the one refusal it makes: the mount data would exceed a page
+        raise ContainerError(f"the image has too many layers for one overlay mount ({len(lowers_top_first)})") from None
 
 
 def prepare(plan: ContainerPlan, directory: Path) -> str:
